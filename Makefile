@@ -1,0 +1,38 @@
+# Faultline: the two commands a newcomer needs are `make lab` and `make test`.
+# Everything is installed into a local virtual environment (.venv) from PyPI.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+STAMP  := $(VENV)/.installed
+# nbgrader runs alembic as a subprocess: the venv's bin/ must be on PATH.
+export PATH := $(BIN):$(PATH)
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: install lab test exercises lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Faultline needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+## Open the course in JupyterLab (start with course/00-start-here.ipynb).
+lab: install
+	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR) course/00-start-here.ipynb
+
+## Run the whole test suite: library, notebooks, nbgrader pipeline, lint.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Regenerate exercises/ from solutions/ with nbgrader (instructors).
+exercises: install
+	$(BIN)/python -m autograder.generate
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) autograder/gradebook.db autograder/submitted autograder/autograded autograder/feedback

@@ -1,0 +1,101 @@
+"""Faultline: toy microservices that fail on command, and the patterns that survive them.
+
+``import faultline as fl`` gives the shop (live over HTTP, or simulated in virtual time),
+fault injection, load generators, SLO maths and time; ``fl.viz`` and ``fl.widgets`` load
+matplotlib and ipywidgets on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from faultline.clock import FakeClock, VirtualTimeLoop, run_virtual
+from faultline.errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    DeadlineExceeded,
+    UpstreamError,
+    VirtualTimeDeadlock,
+)
+from faultline.faults import (
+    Blackhole,
+    ConnectionReset,
+    ErrorRate,
+    FaultInjector,
+    Hang,
+    Latency,
+    LatencySpikes,
+    RandomLatency,
+    Script,
+    Slow,
+    fault_from_dict,
+)
+from faultline.live import LiveShop, compare_local_and_network, start_shop, stop_shop
+from faultline.load import Record, closed_loop, open_loop
+from faultline.messages import Request, Response
+from faultline.services import ROUTES, SERVICES, Shop, Work
+from faultline.sim import SimShop, simulate
+from faultline.slo import (
+    budget_remaining,
+    burn_rate,
+    error_budget,
+    parallel_availability,
+    percentile,
+    serial_availability,
+    summarize,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ROUTES",
+    "SERVICES",
+    "Blackhole",
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "ConnectionReset",
+    "DeadlineExceeded",
+    "ErrorRate",
+    "FakeClock",
+    "FaultInjector",
+    "Hang",
+    "Latency",
+    "LatencySpikes",
+    "LiveShop",
+    "RandomLatency",
+    "Record",
+    "Request",
+    "Response",
+    "Script",
+    "Shop",
+    "SimShop",
+    "Slow",
+    "UpstreamError",
+    "VirtualTimeDeadlock",
+    "VirtualTimeLoop",
+    "Work",
+    "budget_remaining",
+    "burn_rate",
+    "closed_loop",
+    "compare_local_and_network",
+    "error_budget",
+    "fault_from_dict",
+    "open_loop",
+    "parallel_availability",
+    "percentile",
+    "run_virtual",
+    "serial_availability",
+    "simulate",
+    "start_shop",
+    "stop_shop",
+    "summarize",
+]
+
+_LAZY = {"viz", "widgets", "checks"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"faultline.{name}")
+    raise AttributeError(f"module 'faultline' has no attribute {name!r}")

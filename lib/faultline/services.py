@@ -1,0 +1,355 @@
+"""The toy shop's services, written once and served over any transport.
+
+A ``Service`` is a name, a table of handlers and a bounded pool of workers. ``handle`` is
+the server side of every transport: it applies the service's injected faults, waits for a
+worker, runs the handler (simulated work plus calls to dependencies through one
+``Client``) and turns a handler's exception into the status a real service would send.
+
+    gateway ──► orders ──► inventory, payments, email      (POST /checkout)
+       ├──────► login                                      (POST /login)
+       └──────► inventory                                  (GET /products)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from faultline.client import Client, Transport
+from faultline.errors import BulkheadFullError, CircuitOpenError, UpstreamError
+from faultline.faults import FaultInjector, Outcome
+from faultline.messages import Request, Response
+
+__all__ = [
+    "DEFAULT_WORK",
+    "DEPENDENCIES",
+    "ROUTES",
+    "SERVICES",
+    "Context",
+    "Service",
+    "Shop",
+    "Work",
+    "error_response",
+]
+
+SERVICES = ("gateway", "orders", "payments", "inventory", "email", "login")
+DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "gateway": ("orders", "login", "inventory"),
+    "orders": ("inventory", "payments", "email"),
+}
+# What a user can ask the gateway for: route name -> (method, path, body).
+ROUTES: dict[str, tuple[str, str, dict | None]] = {
+    "checkout": ("POST", "/checkout", {"item": "umbrella", "quantity": 1, "amount": 25.0}),
+    "login": ("POST", "/login", {"user": "ada"}),
+    "products": ("GET", "/products", None),
+}
+
+
+@dataclass(frozen=True)
+class Work:
+    """Simulated work per request: log-normal around ``median`` seconds, spread ``sigma``."""
+
+    median: float
+    sigma: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not self.median >= 0 or math.isinf(self.median):
+            raise ValueError(f"median must be a finite number >= 0, got {self.median!r}")
+        if not self.sigma >= 0 or math.isinf(self.sigma):
+            raise ValueError(f"sigma must be a finite number >= 0, got {self.sigma!r}")
+
+    def sample(self, rng: random.Random) -> float:
+        if self.sigma == 0:
+            return self.median
+        return self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0))
+
+
+DEFAULT_WORK: dict[str, Work] = {
+    "gateway": Work(0.001),
+    "orders": Work(0.004),
+    "payments": Work(0.015),
+    "inventory": Work(0.003),
+    "email": Work(0.008),
+    "login": Work(0.005),
+}
+
+
+def error_response(exc: Exception) -> Response:
+    """The status a service answers with when a call it depends on failed with ``exc``."""
+    if isinstance(exc, TimeoutError):
+        status = 504
+    elif isinstance(exc, CircuitOpenError | BulkheadFullError):
+        status = 503
+    elif isinstance(exc, UpstreamError | ConnectionError):
+        status = 502
+    else:
+        status = 500
+    return Response(status, {"error": f"{type(exc).__name__}: {exc}"})
+
+
+async def wait_forever() -> None:
+    """Block until cancelled: how a hung service or a lost packet looks from the inside."""
+    await asyncio.get_running_loop().create_future()
+
+
+class Context:
+    """What a handler gets besides its request: simulated work and calls to dependencies."""
+
+    def __init__(self, service: Service, request: Request) -> None:
+        self.service = service
+        self.request = request
+        self.visited: list[str] = []
+
+    async def work(self, seconds: float | None = None) -> None:
+        """Spend ``seconds`` (default: a sample of the service's work time) doing the job."""
+        delay = self.service.work.sample(self.service.rng) if seconds is None else seconds
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def call(self, target: str, method: str, path: str, *, json: object = None,
+                   headers: Mapping[str, str] | None = None) -> Response:
+        """Call a dependency through the service's client; record it in the request's path."""
+        try:
+            response = await self.service.client.request(target, method, path, json=json,
+                                                         headers=headers)
+        except Exception as exc:
+            self.visited.extend(getattr(exc, "path", ()) or (target,))
+            raise
+        self.visited.extend(response.path or (target,))
+        return response
+
+
+Handler = Callable[[Context, Request], Awaitable[Response]]
+
+
+class Service:
+    """One toy service: its handlers, its worker pool, its faults, its client for dependencies."""
+
+    def __init__(
+        self,
+        name: str,
+        handlers: Mapping[tuple[str, str], Handler],
+        *,
+        client: Client,
+        faults: FaultInjector,
+        work: Work,
+        rng: random.Random,
+        workers: int | None = None,
+    ) -> None:
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be an int >= 1 or None, got {workers!r}")
+        self.name = name
+        self.handlers = dict(handlers)
+        self.client = client
+        self.faults = faults
+        self.work = work
+        self.rng = rng
+        self.workers = workers
+        self._pool = asyncio.Semaphore(workers) if workers else None
+        self.state: dict[str, object] = {}
+        self.busy = 0  # requests holding a worker right now
+        self.received = 0  # requests that reached this service (after network faults)
+
+    async def handle(self, request: Request) -> Response:
+        """Serve one request: injected faults, a worker, the handler, errors as statuses.
+
+        Raises ``ConnectionResetError`` for an injected reset, which a transport turns into
+        a reset connection; never returns for an injected hang or blackhole.
+        """
+        decision = self.faults.decide(self.name)
+        if decision.outcome is Outcome.DROP:
+            await wait_forever()
+        self.received += 1
+        async with self._pool if self._pool is not None else contextlib.nullcontext():
+            self.busy += 1
+            try:
+                if decision.delay > 0:
+                    await asyncio.sleep(decision.delay)
+                if decision.outcome is Outcome.HANG:
+                    await wait_forever()
+                if decision.outcome is Outcome.RESET:
+                    raise ConnectionResetError(f"{self.name}: connection reset (injected)")
+                if decision.outcome is Outcome.ERROR:
+                    response = Response(decision.status or 500,
+                                        {"error": f"{self.name}: injected fault"})
+                    visited: list[str] = []
+                else:
+                    response, visited = await self._run_handler(request)
+            finally:
+                self.busy -= 1
+        return dataclasses.replace(response, path=(self.name, *visited),
+                                   bytes_per_second=decision.bytes_per_second)
+
+    async def _run_handler(self, request: Request) -> tuple[Response, list[str]]:
+        handler = self.handlers.get((request.method.upper(), request.path))
+        if handler is None:
+            return Response(404, {"error": f"{self.name} has no {request.method} "
+                                           f"{request.path}"}), []
+        ctx = Context(self, request)
+        try:
+            return await handler(ctx, request), ctx.visited
+        except Exception as exc:
+            return error_response(exc), ctx.visited
+
+
+# --- the shop's handlers ------------------------------------------------------------------
+
+async def _gateway_checkout(ctx: Context, request: Request) -> Response:
+    await ctx.work()
+    key = request.header("Idempotency-Key")
+    answer = await ctx.call("orders", "POST", "/orders", json=request.json,
+                            headers={"Idempotency-Key": key} if key else None)
+    return Response(answer.status, answer.json)
+
+
+async def _gateway_login(ctx: Context, request: Request) -> Response:
+    await ctx.work()
+    answer = await ctx.call("login", "POST", "/login", json=request.json)
+    return Response(answer.status, answer.json)
+
+
+async def _gateway_products(ctx: Context, request: Request) -> Response:
+    await ctx.work()
+    answer = await ctx.call("inventory", "GET", "/products")
+    return Response(answer.status, answer.json)
+
+
+async def _orders_create(ctx: Context, request: Request) -> Response:
+    """Reserve stock, charge, send the confirmation: all three must work (a serial chain)."""
+    orders: dict[str, dict] = ctx.service.state.setdefault("orders", {})  # type: ignore[assignment]
+    key = request.header("Idempotency-Key")
+    if key is not None and key in orders:
+        return Response(200, {**orders[key], "replayed": True})
+    await ctx.work()
+    body = request.json or {}
+    await ctx.call("inventory", "POST", "/reserve", json=body)
+    await ctx.call("payments", "POST", "/charge", json={"amount": body.get("amount", 0)})
+    await ctx.call("email", "POST", "/send", json={"template": "order-confirmation"})
+    counter = ctx.service.state.setdefault("ids", itertools.count(1))
+    order = {"order_id": next(counter), "item": body.get("item"), "status": "placed"}  # type: ignore[call-overload]
+    orders[key if key is not None else f"order-{order['order_id']}"] = order
+    return Response(201, order)
+
+
+async def _payments_charge(ctx: Context, request: Request) -> Response:
+    await ctx.work()
+    charges = ctx.service.state.setdefault("charges", [])
+    charges.append((request.json or {}).get("amount", 0))  # type: ignore[union-attr]
+    return Response(200, {"charged": (request.json or {}).get("amount", 0)})
+
+
+async def _inventory_reserve(ctx: Context, request: Request) -> Response:
+    await ctx.work()
+    return Response(200, {"reserved": (request.json or {}).get("quantity", 1)})
+
+
+_CATALOG = [{"sku": f"sku-{i:03d}", "name": f"Umbrella model {i}", "price": 10.0 + i,
+             "description": "Keeps you dry when the network doesn't."} for i in range(40)]
+
+
+async def _inventory_products(ctx: Context, request: Request) -> Response:
+    await ctx.work()
+    return Response(200, {"products": _CATALOG})
+
+
+async def _email_send(ctx: Context, request: Request) -> Response:
+    await ctx.work()
+    return Response(202, {"queued": True})
+
+
+async def _login_login(ctx: Context, request: Request) -> Response:
+    await ctx.work()
+    user = (request.json or {}).get("user", "guest")
+    return Response(200, {"user": user, "token": f"token-{user}"})
+
+
+async def _ping(ctx: Context, request: Request) -> Response:
+    return Response(200, {"service": ctx.service.name})
+
+
+HANDLERS: dict[str, dict[tuple[str, str], Handler]] = {
+    "gateway": {("POST", "/checkout"): _gateway_checkout, ("POST", "/login"): _gateway_login,
+                ("GET", "/products"): _gateway_products},
+    "orders": {("POST", "/orders"): _orders_create},
+    "payments": {("POST", "/charge"): _payments_charge},
+    "inventory": {("POST", "/reserve"): _inventory_reserve,
+                  ("GET", "/products"): _inventory_products},
+    "email": {("POST", "/send"): _email_send},
+    "login": {("POST", "/login"): _login_login},
+}
+for _routes in HANDLERS.values():
+    _routes["GET", "/ping"] = _ping
+
+
+class Shop:
+    """The six services wired to one transport, with one fault injector and seeded randomness.
+
+    ``work`` and ``workers`` override a service's simulated work time and worker pool
+    size (``None``: unbounded). ``shop.client("orders")`` is the client orders uses for its
+    dependencies: wrap it with patterns via ``.use(target, wrapper)``.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        seed: int | str | None = None,
+        work: Mapping[str, Work] | None = None,
+        workers: Mapping[str, int | None] | None = None,
+    ) -> None:
+        unknown = (set(work or ()) | set(workers or ())) - set(SERVICES)
+        if unknown:
+            raise ValueError(f"unknown service(s) {sorted(unknown)}; the shop has {SERVICES}")
+        self.seed = seed
+        self.transport = transport
+        self.faults = FaultInjector(seed)
+        work_times = {**DEFAULT_WORK, **(work or {})}
+        self._services: dict[str, Service] = {}
+        for name in SERVICES:
+            rng = random.Random(f"{seed}/work/{name}") if seed is not None else random.Random()
+            self._services[name] = Service(
+                name, HANDLERS[name], client=Client(transport, source=name, faults=self.faults),
+                faults=self.faults, work=work_times[name], rng=rng,
+                workers=(workers or {}).get(name))
+        self.user = Client(transport, source=None, faults=self.faults)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The names of the shop's services."""
+        return tuple(self._services)
+
+    def service(self, name: str) -> Service:
+        """The service called ``name`` (its state, counters and handlers)."""
+        try:
+            return self._services[name]
+        except KeyError:
+            raise ValueError(f"unknown service {name!r}; the shop has {SERVICES}") from None
+
+    def client(self, name: str) -> Client:
+        """The client that service ``name`` calls its dependencies with."""
+        return self.service(name).client
+
+    def route(self, name: str) -> Callable[[], Awaitable[Response]]:
+        """An async function that sends one user request for route ``name`` to the gateway."""
+        if name not in ROUTES:
+            raise ValueError(f"unknown route {name!r}; routes are {sorted(ROUTES)}")
+        method, path, body = ROUTES[name]
+
+        async def send() -> Response:
+            return await self.user.request("gateway", method, path, json=body,
+                                           raise_for_status=False)
+
+        send.__name__ = f"send_{name}"
+        return send
+
+    async def request(self, method: str, path: str, *, json: object = None,
+                      headers: Mapping[str, str] | None = None) -> Response:
+        """Send one request to the gateway as a user would; error statuses are returned."""
+        return await self.user.request("gateway", method, path, json=json, headers=headers,
+                                       raise_for_status=False)
