@@ -188,3 +188,9 @@ def test_events_switch_faults_mid_run():
     after = [r for r in records if r.start > 60.1]
     assert before and all(r.ok for r in before)
     assert after and not any(r.ok for r in after)
+
+
+def test_progress_is_reported_as_the_simulated_clock_advances():
+    seen = []
+    fl.simulate(duration=10, rates={"login": 5}, seed=1, progress=seen.append)
+    assert seen == [step / 50 for step in range(1, 50)] + [1.0]

@@ -18,6 +18,7 @@ from typing import Any
 from faultline.clock import run_virtual
 from faultline.load import Record, open_loop
 from faultline.messages import Request, Response
+from faultline.progress import progress_reporter
 from faultline.services import Shop, Work
 
 __all__ = ["MemoryTransport", "SimShop", "simulate"]
@@ -75,14 +76,17 @@ def simulate(
     events: Iterable[Event] = (),
     timeout: float | None = 5.0,
     shop_options: Mapping[str, Any] | None = None,
+    progress: bool | Callable[[float], None] = False,
 ) -> list[Record]:
     """Run the shop under open-loop load in virtual time and return every request's record.
 
     ``rates`` maps route names to requests per second (default 20 checkouts/s). ``setup``
     configures the fresh shop (faults, patterns); ``events`` are ``(at_seconds, action)``
     pairs applied during the run, e.g. a chaos schedule. Same seed, same records.
+    ``progress=True`` shows how far the simulated clock has got (a bar in a notebook).
     """
     rates = dict(rates or {"checkout": 20.0})
+    report = progress_reporter(f"simulating {duration:g} s") if progress is True else progress
 
     async def main() -> list[Record]:
         shop = SimShop(seed=seed, **dict(shop_options or {}))
@@ -94,6 +98,8 @@ def simulate(
             action(shop)
 
         schedule = [asyncio.ensure_future(apply(at, action)) for at, action in events]
+        if report:
+            schedule.append(asyncio.ensure_future(_tick(report, duration)))
         runs = [
             open_loop(shop.route(route), rate=rate, duration=duration,
                       rng=random.Random(f"{seed}/arrivals/{route}"), timeout=timeout,
@@ -105,6 +111,16 @@ def simulate(
         finally:
             for task in schedule:
                 task.cancel()
+        if report:
+            report(1.0)
         return sorted((r for rs in results for r in rs), key=lambda r: (r.start, r.route))
 
     return run_virtual(main)
+
+
+async def _tick(report: Callable[[float], None], duration: float, steps: int = 50) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for step in range(1, steps):
+        await asyncio.sleep(start + duration * step / steps - loop.time())
+        report(step / steps)
