@@ -10,6 +10,7 @@ from faultline.load import Record
 from faultline.slo import (
     budget_remaining,
     burn_rate,
+    burn_rate_series,
     error_budget,
     parallel_availability,
     percentile,
@@ -70,3 +71,13 @@ def test_summarize_reports_availability_latency_and_budget():
     assert report.p50 == pytest.approx(0.5) and report.p99 == pytest.approx(0.99)
     assert report.error_budget == 1 and math.isclose(report.budget_remaining, 0.0, abs_tol=1e-9)
     assert report.met and "availability 99.0000%" in str(report)
+
+
+def test_burn_rate_series_uses_trailing_windows_of_request_starts():
+    records = [Record(t, t + 0.01, 200 if not 10 <= t < 15 else 503, None) for t in range(30)]
+    series = burn_rate_series(records, slo=0.9, window=5, step=5)
+    assert [t for t, _ in series] == [5, 10, 15, 20, 25, 30]
+    assert [round(b, 9) for _, b in series] == [0, 0, 10, 0, 0, 0]  # all 5 failed in [10, 15)
+    assert burn_rate_series(records, slo=0.9, window=10, step=10)[1] == (20, pytest.approx(5.0))
+    with pytest.raises(ValueError, match="window"):
+        burn_rate_series(records, slo=0.9, window=0)

@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 SERVICE_KEY = web.AppKey("service", Service)
+# Handlers in progress: a hung one outlives its connection (aiohttp does not cancel a
+# handler when the client goes away), so LiveShop.stop() cancels them itself.
+HANDLERS_KEY = web.AppKey("handlers", set)
 HOST = "127.0.0.1"
 
 
@@ -71,6 +74,16 @@ async def _write(request: web.Request, response: Response) -> web.StreamResponse
 
 
 async def _serve(request: web.Request) -> web.StreamResponse:
+    handlers = request.app[HANDLERS_KEY]
+    task = asyncio.current_task()
+    handlers.add(task)
+    try:
+        return await _serve_request(request)
+    finally:
+        handlers.discard(task)
+
+
+async def _serve_request(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
     raw = await request.read()
     try:
@@ -136,6 +149,7 @@ def make_service_app(service: Service) -> web.Application:
     """The aiohttp application serving ``service``, with its admin endpoint for faults."""
     app = web.Application()
     app[SERVICE_KEY] = service
+    app[HANDLERS_KEY] = set()
     app.router.add_get("/_admin/faults", _admin_show)
     app.router.add_put("/_admin/faults", _admin_replace)
     app.router.add_delete("/_admin/faults", _admin_clear)
@@ -235,10 +249,14 @@ class LiveShop(Shop):
         return self
 
     async def stop(self) -> None:
-        """Close the client and every server; safe to call twice."""
+        """Cancel hung handlers, close every server, then the client; safe to call twice."""
         runners, self._runners = self._runners, []
-        await self.http.close()
+        hung = [task for runner in runners for task in runner.app[HANDLERS_KEY]]
+        for task in hung:
+            task.cancel()
+        await asyncio.gather(*hung, return_exceptions=True)
         await asyncio.gather(*(runner.cleanup() for runner in runners))
+        await self.http.close()
         self.http.urls.clear()
 
     async def __aenter__(self) -> LiveShop:

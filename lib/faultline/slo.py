@@ -6,6 +6,7 @@ exercise) plus ``summarize`` for the request records that the load generators pr
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ __all__ = [
     "SloReport",
     "budget_remaining",
     "burn_rate",
+    "burn_rate_series",
     "error_budget",
     "parallel_availability",
     "percentile",
@@ -151,3 +153,36 @@ def summarize(records: Sequence, slo: float = 0.99) -> SloReport:
         budget_remaining=budget_remaining(slo, n, failed),
         burn_rate=burn_rate(slo, failed / n),
     )
+
+
+def burn_rate_series(
+    records: Sequence, slo: float, window: float, *, step: float | None = None,
+) -> list[tuple[float, float]]:
+    """Burn rate over a trailing ``window`` of seconds, every ``step`` seconds (default: window).
+
+    Each point is ``(t, burn_rate)`` for the requests that started in ``[t - window, t)``,
+    from ``t = window`` to the last start; a window without requests burns nothing. Two
+    such series (say 1 h and 5 min) make the multi-window alert of the SRE Workbook.
+    """
+    if not window > 0:
+        raise ValueError(f"window must be > 0 seconds, got {window!r}")
+    step = window if step is None else step
+    if not step > 0:
+        raise ValueError(f"step must be > 0 seconds, got {step!r}")
+    _slo(slo)
+    ordered = sorted(records, key=lambda r: r.start)
+    if not ordered:
+        raise ValueError("records must not be empty")
+    starts = [r.start for r in ordered]
+    failed_before = [0]
+    for r in ordered:
+        failed_before.append(failed_before[-1] + (not r.ok))
+    points = []
+    t = window
+    while t <= starts[-1] + step:
+        lo, hi = bisect.bisect_left(starts, t - window), bisect.bisect_left(starts, t)
+        n = hi - lo
+        failed = failed_before[hi] - failed_before[lo]
+        points.append((t, burn_rate(slo, failed / n) if n else 0.0))
+        t += step
+    return points
