@@ -32,6 +32,16 @@ def first_error(nb) -> tuple[int, str] | None:
     return None
 
 
+def stderr_text(nb) -> str:
+    """Everything the notebook wrote to stderr (warnings, leaked-task reports...)."""
+    return "".join(
+        "".join(output.get("text", ""))
+        for cell in nb.cells
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream" and output.get("name") == "stderr"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_notebook_runs_without_error(path: Path) -> None:
@@ -51,6 +61,8 @@ def test_notebook_runs_without_error(path: Path) -> None:
     except CellExecutionError as error:
         failure = str(error)  # reported below, outside the handler, without the chain
     else:
+        noise = stderr_text(nb)
+        assert not noise, f"{path.relative_to(ROOT)} wrote to stderr:\n{noise}"
         return
     found = first_error(nb)
     if found is None:
@@ -62,3 +74,24 @@ def test_notebook_runs_without_error(path: Path) -> None:
         f"{cell.source}\n---\n{text}",
         pytrace=False,
     )
+
+
+LIVE_LESSONS = [p for p in NOTEBOOKS if p.parts[-2] == "course" and "start_shop" in p.read_text()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", LIVE_LESSONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_live_lesson_runs_twice_in_one_kernel(path: Path) -> None:
+    """Run All twice without restarting: servers from the first run never block the second."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    with client.setup_kernel():
+        for _ in range(2):
+            for index, cell in enumerate(nb.cells):
+                client.execute_cell(cell, index)
+    assert first_error(nb) is None
+    assert not stderr_text(nb), stderr_text(nb)
