@@ -47,7 +47,7 @@ async def test_injected_error_rate_lands_within_statistical_bounds():
     failed = sum(not r.ok for r in records)
     sd = (3000 * 0.3 * 0.7) ** 0.5
     assert abs(failed - 900) < 4 * sd
-    assert all(r.status == 502 for r in records if not r.ok)
+    assert all(r.status == 503 for r in records if not r.ok)  # passed on up the chain
 
 
 async def test_a_hang_lasts_exactly_until_the_callers_timeout():
@@ -69,7 +69,7 @@ async def test_a_script_is_followed_exactly():
     shop = SimShop(seed=1)
     shop.faults.inject("payments", fl.Script((500, 503, 200, 500)))
     statuses = [(await shop.route("checkout")()).status for _ in range(6)]
-    assert statuses == [502, 502, 201, 502, 201, 201]
+    assert statuses == [502, 503, 201, 502, 201, 201]  # a 503 is passed on, a 500 is a 502
 
 
 async def test_a_reset_reaches_the_caller_as_connection_reset_error():
@@ -115,7 +115,7 @@ async def test_an_edge_fault_hits_only_that_edge():
     shop.faults.inject_edge("orders", "inventory", fl.ErrorRate(1.0, status=503))
     checkout = await shop.route("checkout")()
     products = await shop.route("products")()  # gateway -> inventory is untouched
-    assert checkout.status == 502 and "orders -> inventory" in checkout.json["error"]
+    assert checkout.status == 503 and "orders -> inventory" in checkout.json["error"]
     assert products.status == 200
 
 
@@ -124,7 +124,7 @@ async def test_client_raises_upstream_error_with_status_and_path():
     shop.faults.inject("email", fl.ErrorRate(1.0, status=503))
     with pytest.raises(UpstreamError) as caught:
         await shop.client("gateway").request("orders", "POST", "/orders", json={})
-    assert caught.value.status == 502 and caught.value.service == "orders"
+    assert caught.value.status == 503 and caught.value.service == "orders"
     assert caught.value.path == ("orders", "inventory", "payments", "email")
 
 

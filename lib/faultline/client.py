@@ -16,9 +16,10 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
-from faultline.errors import UpstreamError
+from faultline.errors import DeadlineExceeded, UpstreamError
 from faultline.faults import FaultInjector, Outcome
 from faultline.messages import Request, Response
+from faultline.timeouts import DEADLINE_HEADER, Deadline, current_deadline
 
 __all__ = ["Client", "Send", "Transport", "Wrapper"]
 
@@ -58,17 +59,39 @@ class Client:
 
     async def request(self, target: str, method: str, path: str, *, json: object = None,
                       headers: Mapping[str, str] | None = None,
-                      raise_for_status: bool = True) -> Response:
-        """Send one request to ``target`` through its wrappers; raise ``UpstreamError`` on 5xx."""
+                      raise_for_status: bool = True,
+                      deadline: Deadline | None = None) -> Response:
+        """Send one request to ``target`` through its wrappers; raise ``UpstreamError`` on 5xx.
+
+        The deadline (given, or the one of the request being served) goes along as
+        ``X-Deadline-Ms`` and bounds the wait: ``DeadlineExceeded`` once it has passed.
+        """
+        deadline = deadline if deadline is not None else current_deadline.get()
         request = Request(method.upper(), path, json, dict(headers or {}))
-        send: Send = self._network_send(target, raise_for_status)
+        send: Send = self._network_send(target, raise_for_status, deadline)
         chain = self._wrappers.get(target) or self._wrappers.get("*", ())
         for wrapper in reversed(chain):
             send = _bind(wrapper, send)
-        return await send(request)
+        if deadline is None:
+            return await send(request)
+        if deadline.expired:
+            raise DeadlineExceeded(f"{target}: deadline passed before the call")
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                return await send(request)
+        except TimeoutError as exc:
+            if deadline.expired and not isinstance(exc, DeadlineExceeded):
+                raise DeadlineExceeded(f"{target}: deadline passed during the call") from exc
+            raise
 
-    def _network_send(self, target: str, raise_for_status: bool) -> Send:
+    def _network_send(self, target: str, raise_for_status: bool,
+                      deadline: Deadline | None) -> Send:
         async def send(request: Request) -> Response:
+            if deadline is not None and request.header(DEADLINE_HEADER) is None:
+                if deadline.expired:  # a retry or a slow wrapper used the time up
+                    raise DeadlineExceeded(f"{target}: deadline passed before the call")
+                request = dataclasses.replace(
+                    request, headers={**request.headers, DEADLINE_HEADER: deadline.to_header()})
             response = await self._send_once(target, request)
             if raise_for_status and response.status >= 500:
                 error = UpstreamError(response.status, target,

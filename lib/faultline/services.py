@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 from faultline.client import Client, Transport
 from faultline.errors import BulkheadFullError, CircuitOpenError, UpstreamError
-from faultline.faults import FaultInjector, Outcome
+from faultline.faults import Decision, FaultInjector, Outcome
 from faultline.messages import Request, Response
+from faultline.timeouts import DEADLINE_HEADER, Deadline, current_deadline
 
 __all__ = [
     "DEFAULT_WORK",
@@ -81,12 +82,18 @@ DEFAULT_WORK: dict[str, Work] = {
 
 
 def error_response(exc: Exception) -> Response:
-    """The status a service answers with when a call it depends on failed with ``exc``."""
+    """The status a service answers with when a call it depends on failed with ``exc``.
+
+    A dependency's 503 or 504 is passed on as it is (so a caller up the chain can tell
+    "overloaded" and "too late" apart, and may retry it); any other failure is a 502.
+    """
     if isinstance(exc, TimeoutError):
         status = 504
     elif isinstance(exc, CircuitOpenError | BulkheadFullError):
         status = 503
-    elif isinstance(exc, UpstreamError | ConnectionError):
+    elif isinstance(exc, UpstreamError):
+        status = exc.status if exc.status in (503, 504) else 502
+    elif isinstance(exc, ConnectionError):
         status = 502
     else:
         status = 500
@@ -155,36 +162,65 @@ class Service:
         self.state: dict[str, object] = {}
         self.busy = 0  # requests holding a worker right now
         self.received = 0  # requests that reached this service (after network faults)
+        self.deadline_exceeded = 0  # requests answered 504 because their deadline passed
 
     async def handle(self, request: Request) -> Response:
         """Serve one request: injected faults, a worker, the handler, errors as statuses.
 
         Raises ``ConnectionResetError`` for an injected reset, which a transport turns into
-        a reset connection; never returns for an injected hang or blackhole.
+        a reset connection; never returns for an injected hang or blackhole. A request
+        carrying ``X-Deadline-Ms`` is answered 504 at once when its deadline has passed
+        (on arrival, or after queueing for a worker), and its work is cut off there.
         """
         decision = self.faults.decide(self.name)
         if decision.outcome is Outcome.DROP:
             await wait_forever()
         self.received += 1
-        async with self._pool if self._pool is not None else contextlib.nullcontext():
-            self.busy += 1
+        deadline = None
+        header = request.header(DEADLINE_HEADER)
+        if header is not None:
             try:
-                if decision.delay > 0:
-                    await asyncio.sleep(decision.delay)
-                if decision.outcome is Outcome.HANG:
-                    await wait_forever()
-                if decision.outcome is Outcome.RESET:
-                    raise ConnectionResetError(f"{self.name}: connection reset (injected)")
-                if decision.outcome is Outcome.ERROR:
-                    response = Response(decision.status or 500,
-                                        {"error": f"{self.name}: injected fault"})
-                    visited: list[str] = []
+                deadline = Deadline.from_header(header, clock=asyncio.get_running_loop().time)
+            except ValueError as exc:
+                return Response(400, {"error": str(exc)}, path=(self.name,))
+            if deadline.expired:
+                return self._deadline_exceeded("on arrival")
+        async with self._pool if self._pool is not None else contextlib.nullcontext():
+            if deadline is not None and deadline.expired:
+                return self._deadline_exceeded("while queued for a worker")
+            self.busy += 1
+            token = current_deadline.set(deadline)
+            try:
+                if deadline is None:
+                    response, visited = await self._work(decision, request)
                 else:
-                    response, visited = await self._run_handler(request)
+                    try:
+                        async with asyncio.timeout(deadline.remaining()):
+                            response, visited = await self._work(decision, request)
+                    except TimeoutError:
+                        return self._deadline_exceeded("while working")
             finally:
+                current_deadline.reset(token)
                 self.busy -= 1
         return dataclasses.replace(response, path=(self.name, *visited),
                                    bytes_per_second=decision.bytes_per_second)
+
+    async def _work(self, decision: Decision, request: Request) -> tuple[Response, list[str]]:
+        """What the service does with a worker: injected delay and failures, else the handler."""
+        if decision.delay > 0:
+            await asyncio.sleep(decision.delay)
+        if decision.outcome is Outcome.HANG:
+            await wait_forever()
+        if decision.outcome is Outcome.RESET:
+            raise ConnectionResetError(f"{self.name}: connection reset (injected)")
+        if decision.outcome is Outcome.ERROR:
+            return Response(decision.status or 500, {"error": f"{self.name}: injected fault"}), []
+        return await self._run_handler(request)
+
+    def _deadline_exceeded(self, when: str) -> Response:
+        self.deadline_exceeded += 1
+        return Response(504, {"error": f"{self.name}: deadline exceeded {when}"},
+                        path=(self.name,))
 
     async def _run_handler(self, request: Request) -> tuple[Response, list[str]]:
         handler = self.handlers.get((request.method.upper(), request.path))
@@ -335,15 +371,25 @@ class Shop:
         """The client that service ``name`` calls its dependencies with."""
         return self.service(name).client
 
-    def route(self, name: str) -> Callable[[], Awaitable[Response]]:
-        """An async function that sends one user request for route ``name`` to the gateway."""
+    def route(self, name: str, *, deadline: float | None = None
+              ) -> Callable[[], Awaitable[Response]]:
+        """An async function that sends one user request for route ``name`` to the gateway.
+
+        With ``deadline`` (seconds) each request carries a deadline that far in the future,
+        which every hop propagates.
+        """
         if name not in ROUTES:
             raise ValueError(f"unknown route {name!r}; routes are {sorted(ROUTES)}")
         method, path, body = ROUTES[name]
+        if deadline is not None:
+            Deadline.after(deadline)  # check the value now, not on every request
 
         async def send() -> Response:
+            limit = None
+            if deadline is not None:
+                limit = Deadline.after(deadline, clock=asyncio.get_running_loop().time)
             return await self.user.request("gateway", method, path, json=body,
-                                           raise_for_status=False)
+                                           raise_for_status=False, deadline=limit)
 
         send.__name__ = f"send_{name}"
         return send
