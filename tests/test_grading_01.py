@@ -7,19 +7,20 @@ every submission autograded in this one process through ``NbGraderAPI``.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) leaves it out
-    sys.path.insert(0, str(ROOT))
-
-from autograder.generate import load_config  # noqa: E402
+from tests.grading import (
+    Graded,
+    Mutant,
+    assert_full_marks,
+    assert_loses_exactly,
+    assert_points,
+    assert_zero,
+    autograde_all,
+    graded_ok,
+    load_notebook,
+    submission_with,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,7 +49,7 @@ GRADE_CELLS = {
 }
 
 # A mutant: (answer cell to replace, its new source, the grade cells it must fail).
-MUTANTS: dict[str, tuple[str, str, set[str]]] = {
+MUTANTS: dict[str, Mutant] = {
     "serial_as_sum": ("serial_availability", '''
 def serial_availability(avails):
     avails = list(avails)
@@ -147,15 +148,6 @@ from faultline.slo import serial_availability
 }
 
 
-def submission_with(solution: dict, cell_id: str, source: str) -> dict:
-    """A copy of the solution notebook whose answer cell ``cell_id`` holds ``source``."""
-    nb = json.loads(json.dumps(solution))
-    cells = [c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == cell_id]
-    assert len(cells) == 1, f"no single answer cell {cell_id!r} in the solution notebook"
-    cells[0]["source"] = source.strip("\n")
-    return nb
-
-
 def tampered(solution: dict) -> dict:
     """Answers without validation, one test cell deleted and another emptied."""
     nb = submission_with(solution, *MUTANTS["serial_unchecked"][:2])
@@ -166,114 +158,39 @@ def tampered(solution: dict) -> dict:
     return nb
 
 
-def error_in(notebook: Path, grade_id: str) -> str:
-    """The error a grade cell raised in an autograded notebook (for failure messages)."""
-    if not notebook.exists():
-        return "(no autograded notebook)"
-    for cell in json.loads(notebook.read_text())["cells"]:
-        if cell["metadata"].get("nbgrader", {}).get("grade_id") == grade_id:
-            errors = [o for o in cell.get("outputs", []) if o["output_type"] == "error"]
-            return "; ".join(f"{o['ename']}: {o['evalue']}" for o in errors) or "(no error)"
-    return "(cell not found)"
-
-
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Autograde every submission once: {student: {"result", "grades", "notebook"}}."""
-    from nbgrader.api import Gradebook
-    from nbgrader.apps import NbGraderAPI
-
-    bindir = str(Path(sys.executable).parent)  # nbgrader runs alembic from PATH
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PATH", bindir, prepend=os.pathsep)
-        root = tmp_path_factory.mktemp("course")
-        shutil.copytree(ROOT / "solutions" / ASSIGNMENT, root / "solutions" / ASSIGNMENT)
-        (root / "exchange").mkdir()
-        db_url = f"sqlite:///{root / 'gradebook.db'}"
-        config = load_config(root=str(root), db_url=db_url)
-        config.Exchange.root = str(root / "exchange")
-        config.NbGraderAPI.log_level = "WARN"
-        api = NbGraderAPI(config=config)
-        generated = api.generate_assignment(ASSIGNMENT)
-        assert generated["success"], generated.get("log", "") + generated.get("error", "")
-
-        name = f"{NOTEBOOK}.ipynb"
-        solution = json.loads((root / "solutions" / ASSIGNMENT / name).read_text())
-        submissions = {
-            "solution": solution,
-            "blank": json.loads((root / "exercises" / ASSIGNMENT / name).read_text()),
-        }
-        for student, (cell_id, source, _) in MUTANTS.items():
-            submissions[student] = submission_with(solution, cell_id, source)
-        submissions["tampered"] = tampered(solution)
-
-        report = {}
-        for student, nb in submissions.items():
-            folder = root / "autograder" / "submitted" / student / ASSIGNMENT
-            folder.mkdir(parents=True)
-            (folder / name).write_text(json.dumps(nb, indent=1))
-            result = api.autograde(ASSIGNMENT, student)
-            autograded = root / "autograder" / "autograded" / student / ASSIGNMENT / name
-            report[student] = {"result": result, "notebook": autograded, "grades": {}}
-
-        with Gradebook(db_url, config.CourseDirectory.course_id) as gb:
-            for student, entry in report.items():
-                if entry["result"]["success"]:
-                    submitted = gb.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
-                    entry["grades"] = {
-                        g.name: (g.score, g.auto_score, g.max_score) for g in submitted.grades
-                    }
-    return report
-
-
-def graded_ok(graded: dict, student: str) -> dict:
-    entry = graded[student]
-    result = entry["result"]
-    assert result["success"], f"autograding {student} failed:\n{result.get('log', '')}" + (
-        result.get("error", "")
-    )
-    assert set(entry["grades"]) == set(GRADE_CELLS), "the grade cells changed: update GRADE_CELLS"
-    return entry
-
-
-def test_points_per_grade_cell(graded: dict) -> None:
-    grades = graded_ok(graded, "solution")["grades"]
-    assert {name: g[2] for name, g in grades.items()} == GRADE_CELLS
-
-
-def test_solution_scores_full_marks(graded: dict) -> None:
-    entry = graded_ok(graded, "solution")
-    lost = {
-        name: error_in(entry["notebook"], name)
-        for name, (score, _, max_score) in entry["grades"].items()
-        if score != max_score
+def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Graded]:
+    """Autograde every submission once."""
+    solution = load_notebook("solutions", ASSIGNMENT, NOTEBOOK)
+    submissions = {
+        "solution": solution,
+        "blank": load_notebook("exercises", ASSIGNMENT, NOTEBOOK),
+        "tampered": tampered(solution),
     }
-    assert not lost, f"the solution notebook loses points in: {lost}"
+    for student, (cell_id, source, _) in MUTANTS.items():
+        submissions[student] = submission_with(solution, cell_id, source)
+    return autograde_all(tmp_path_factory.mktemp("course"), ASSIGNMENT, NOTEBOOK, submissions)
 
 
-def test_blank_exercise_scores_zero(graded: dict) -> None:
-    entry = graded_ok(graded, "blank")
-    scored = {name: auto for name, (_, auto, _) in entry["grades"].items() if auto}
-    assert not scored, f"the untouched exercise earns automatic points in: {scored}"
+def test_points_per_grade_cell(graded: dict[str, Graded]) -> None:
+    assert_points(graded_ok(graded["solution"], "solution", GRADE_CELLS), GRADE_CELLS)
 
 
-def test_deleted_and_edited_test_cells_are_restored(graded: dict) -> None:
-    entry = graded_ok(graded, "tampered")
-    broken = {"serial_availability_validation", "parallel_availability_validation"}
-    scores = {name: score for name, (score, _, _) in entry["grades"].items()}
-    assert scores == {name: 0 if name in broken else p for name, p in GRADE_CELLS.items()}
+def test_solution_scores_full_marks(graded: dict[str, Graded]) -> None:
+    assert_full_marks(graded_ok(graded["solution"], "solution", GRADE_CELLS))
+
+
+def test_blank_exercise_scores_zero(graded: dict[str, Graded]) -> None:
+    assert_zero(graded_ok(graded["blank"], "blank", GRADE_CELLS))
+
+
+def test_deleted_and_edited_test_cells_are_restored(graded: dict[str, Graded]) -> None:
+    entry = graded_ok(graded["tampered"], "tampered", GRADE_CELLS)
+    assert_loses_exactly(entry, "tampered",
+                         {"serial_availability_validation", "parallel_availability_validation"})
 
 
 @pytest.mark.parametrize("student", sorted(MUTANTS))
-def test_mutant_loses_exactly_the_points_it_breaks(graded: dict, student: str) -> None:
-    entry = graded_ok(graded, student)
-    broken = MUTANTS[student][2]
-    wrong = []
-    for name, (score, _, max_score) in sorted(entry["grades"].items()):
-        expected = 0 if name in broken else max_score
-        if score != expected:
-            wrong.append(
-                f"{name}: scored {score} of {max_score}, expected {expected} "
-                f"({error_in(entry['notebook'], name)})"
-            )
-    assert not wrong, f"{student}:\n" + "\n".join(wrong)
+def test_mutant_loses_exactly_the_points_it_breaks(graded: dict[str, Graded], student: str) -> None:
+    entry = graded_ok(graded[student], student, GRADE_CELLS)
+    assert_loses_exactly(entry, student, MUTANTS[student][2])

@@ -1,0 +1,130 @@
+"""Autograding harness shared by the tests/test_grading_*.py files.
+
+Each of those declares its assignment's grade cells and its wrong implementations
+(mutants), and gets the same checks: the solution scores full marks, the untouched
+exercise 0 automatic points without crashing, and each mutant loses exactly the points of
+the grade cells whose behaviour it breaks. Every submission of one assignment is graded in
+one temporary nbgrader course, in this one process (``NbGraderAPI``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from autograder.generate import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Mutant: (answer cell grade_id to replace, its new source, the grade cells it must fail).
+Mutant = tuple[str, str, set[str]]
+
+
+@dataclass
+class Graded:
+    """One autograded submission."""
+
+    result: dict
+    notebook: Path
+    grades: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # score, auto, max
+
+
+def load_notebook(folder: str, assignment: str, notebook: str) -> dict:
+    return json.loads((ROOT / folder / assignment / f"{notebook}.ipynb").read_text())
+
+
+def submission_with(base: dict, cell_id: str, source: str) -> dict:
+    """A copy of ``base`` whose answer cell ``cell_id`` holds ``source``."""
+    nb = json.loads(json.dumps(base))
+    cells = [c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == cell_id]
+    assert len(cells) == 1, f"no single answer cell {cell_id!r} in the notebook"
+    cells[0]["source"] = source.strip("\n")
+    return nb
+
+
+def autograde_all(root: Path, assignment: str, notebook: str,
+                  submissions: dict[str, dict]) -> dict[str, Graded]:
+    """Generate ``assignment`` in a course at ``root`` and autograde every submission."""
+    from nbgrader.api import Gradebook
+    from nbgrader.apps import NbGraderAPI
+
+    bindir = str(Path(sys.executable).parent)  # nbgrader runs alembic from PATH
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PATH", bindir, prepend=os.pathsep)
+        shutil.copytree(ROOT / "solutions" / assignment, root / "solutions" / assignment)
+        (root / "exchange").mkdir()
+        db_url = f"sqlite:///{root / 'gradebook.db'}"
+        config = load_config(root=str(root), db_url=db_url)
+        config.Exchange.root = str(root / "exchange")
+        config.NbGraderAPI.log_level = "WARN"
+        api = NbGraderAPI(config=config)
+        generated = api.generate_assignment(assignment)
+        assert generated["success"], generated.get("log", "") + generated.get("error", "")
+
+        name = f"{notebook}.ipynb"
+        report: dict[str, Graded] = {}
+        for student, nb in submissions.items():
+            folder = root / "autograder" / "submitted" / student / assignment
+            folder.mkdir(parents=True)
+            (folder / name).write_text(json.dumps(nb, indent=1))
+            result = api.autograde(assignment, student)
+            autograded = root / "autograder" / "autograded" / student / assignment / name
+            report[student] = Graded(result, autograded)
+
+        with Gradebook(db_url, config.CourseDirectory.course_id) as gb:
+            for student, entry in report.items():
+                if entry.result["success"]:
+                    submitted = gb.find_submission_notebook(notebook, assignment, student)
+                    entry.grades = {g.name: (g.score, g.auto_score, g.max_score)
+                                    for g in submitted.grades}
+    return report
+
+
+def error_in(notebook: Path, grade_id: str) -> str:
+    """The error a grade cell raised in an autograded notebook (for failure messages)."""
+    if not notebook.exists():
+        return "(no autograded notebook)"
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == grade_id:
+            errors = [o for o in cell.get("outputs", []) if o["output_type"] == "error"]
+            return "; ".join(f"{o['ename']}: {o['evalue']}" for o in errors) or "(no error)"
+    return "(cell not found)"
+
+
+def graded_ok(entry: Graded, student: str, grade_cells: dict[str, float]) -> Graded:
+    result = entry.result
+    assert result["success"], (f"autograding {student} failed:\n{result.get('log', '')}"
+                               + str(result.get("error", "")))
+    assert set(entry.grades) == set(grade_cells), "the grade cells changed: update GRADE_CELLS"
+    return entry
+
+
+def assert_points(entry: Graded, grade_cells: dict[str, float]) -> None:
+    assert {name: g[2] for name, g in entry.grades.items()} == grade_cells
+
+
+def assert_full_marks(entry: Graded) -> None:
+    lost = {name: error_in(entry.notebook, name)
+            for name, (score, _, max_score) in entry.grades.items() if score != max_score}
+    assert not lost, f"the solution notebook loses points in: {lost}"
+
+
+def assert_zero(entry: Graded) -> None:
+    scored = {name: auto for name, (_, auto, _) in entry.grades.items() if auto}
+    assert not scored, f"the untouched exercise earns automatic points in: {scored}"
+
+
+def assert_loses_exactly(entry: Graded, student: str, broken: set[str]) -> None:
+    wrong = []
+    for name, (score, _, max_score) in sorted(entry.grades.items()):
+        expected = 0 if name in broken else max_score
+        if score != expected:
+            wrong.append(f"{name}: scored {score} of {max_score}, expected {expected} "
+                         f"({error_in(entry.notebook, name)})")
+    assert not wrong, f"{student}:\n" + "\n".join(wrong)
