@@ -194,3 +194,15 @@ def test_progress_is_reported_as_the_simulated_clock_advances():
     seen = []
     fl.simulate(duration=10, rates={"login": 5}, seed=1, progress=seen.append)
     assert seen == [step / 50 for step in range(1, 50)] + [1.0]
+
+
+async def test_a_retry_that_overtakes_its_first_try_is_refused_not_duplicated():
+    shop = SimShop(seed=1, network_delay=0.0)
+    shop.faults.inject("payments", fl.Latency(1.0))
+    headers = {"Idempotency-Key": "k1"}
+    first = asyncio.ensure_future(shop.request("POST", "/checkout", json={}, headers=headers))
+    await asyncio.sleep(0.5)  # the first try is still charging
+    second = await shop.request("POST", "/checkout", json={}, headers=headers)
+    assert second.status == 409 and "in progress" in second.json["error"]
+    assert (await first).status == 201
+    assert len(shop.service("payments").state["charges"]) == 1

@@ -259,18 +259,27 @@ async def _gateway_products(ctx: Context, request: Request) -> Response:
 async def _orders_create(ctx: Context, request: Request) -> Response:
     """Reserve stock, charge, send the confirmation: all three must work (a serial chain)."""
     orders: dict[str, dict] = ctx.service.state.setdefault("orders", {})  # type: ignore[assignment]
+    in_progress: set[str] = ctx.service.state.setdefault("in_progress", set())  # type: ignore[assignment]
     key = request.header("Idempotency-Key")
     if key is not None and key in orders:
         return Response(200, {**orders[key], "replayed": True})
-    await ctx.work()
-    body = request.json or {}
-    await ctx.call("inventory", "POST", "/reserve", json=body)
-    await ctx.call("payments", "POST", "/charge", json={"amount": body.get("amount", 0)})
-    await ctx.call("email", "POST", "/send", json={"template": "order-confirmation"})
-    counter = ctx.service.state.setdefault("ids", itertools.count(1))
-    order = {"order_id": next(counter), "item": body.get("item"), "status": "placed"}  # type: ignore[call-overload]
-    orders[key if key is not None else f"order-{order['order_id']}"] = order
-    return Response(201, order)
+    if key is not None and key in in_progress:  # a retry overtook the first try
+        return Response(409, {"error": f"an order with Idempotency-Key {key!r} is in progress"})
+    if key is not None:
+        in_progress.add(key)
+    try:
+        await ctx.work()
+        body = request.json or {}
+        await ctx.call("inventory", "POST", "/reserve", json=body)
+        await ctx.call("payments", "POST", "/charge", json={"amount": body.get("amount", 0)})
+        await ctx.call("email", "POST", "/send", json={"template": "order-confirmation"})
+        counter = ctx.service.state.setdefault("ids", itertools.count(1))
+        order = {"order_id": next(counter), "item": body.get("item"), "status": "placed"}  # type: ignore[call-overload]
+        orders[key if key is not None else f"order-{order['order_id']}"] = order
+        return Response(201, order)
+    finally:
+        if key is not None:
+            in_progress.discard(key)
 
 
 async def _payments_charge(ctx: Context, request: Request) -> Response:

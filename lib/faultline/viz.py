@@ -428,3 +428,743 @@ def _nice_left(lowest: float) -> float:
         return 0.0
     step = 10.0 ** math.floor(math.log10(1.0 - raw))
     return round(math.floor(round(raw / step, 9)) * step, 12)
+
+
+# --- retries (module 03): backoff delays, the retry-storm lab, load amplification -----------
+
+__all__ += ["amplification_bars", "delay_histograms", "storm_curves"]
+
+
+def delay_histograms(
+    samples: Mapping[str, Mapping[int, Sequence[float]]],
+    title: str | None = None,
+    *,
+    bins: int = 40,
+) -> Figure:
+    """Histograms of the sleeps before a retry: one row per jitter, one column per attempt.
+
+    ``samples`` maps a label (a jitter) to ``{attempt: [delay in seconds, ...]}``, e.g.
+    from ``faultline.storm.sample_delays``; attempt ``n`` is the sleep after try ``n + 1``.
+    A column shares its x axis, so the rows compare the jitters at the same attempt.
+    """
+    series = {str(label): dict(by_attempt) for label, by_attempt in samples.items()}
+    if not series:
+        raise ValueError("samples must not be empty")
+    for label, by_attempt in series.items():
+        if not by_attempt or not all(len(v) for v in by_attempt.values()):
+            raise ValueError(f"the samples for {label!r} must not be empty")
+    attempts = sorted({a for by_attempt in series.values() for a in by_attempt})
+    # Laid out by hand: constrained layout costs about a second on a grid this size.
+    fig, axes = plt.subplots(len(series), len(attempts), squeeze=False, sharex="col",
+                             figsize=(3.6 * len(attempts) + 1.2, 1.75 * len(series) + 1.0),
+                             FigureClass=_NotebookFigure)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.9, wspace=0.25, hspace=0.3)
+    for col, attempt in enumerate(attempts):
+        top = max((max(by[attempt]) for by in series.values() if attempt in by), default=1.0)
+        edges = np.linspace(0.0, top * 1.04 if top > 0 else 1.0, bins + 1)
+        for row, (label, by_attempt) in enumerate(series.items()):
+            ax = axes[row][col]
+            _tidy(ax)
+            delays = by_attempt.get(attempt)
+            if delays:
+                colour = SERIES_COLOURS[(0, 1, 2, 4, 3, 5, 6)[row % 7]]
+                counts, _ = np.histogram(delays, bins=edges)
+                share = counts / len(delays)
+                ax.stairs(share, edges, fill=True, color=colour, alpha=0.45, linewidth=0)
+                ax.stairs(share, edges, color=colour, linewidth=1.4)
+            ax.set_xlim(left=0)
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.tick_params(labelsize=8)
+            if col == 0:
+                ax.set_ylabel(label, color=INK, fontsize=10, fontweight="bold")
+            if row == 0:
+                ax.set_title(f"sleep after try {attempt + 1}", loc="left", fontsize=10,
+                             color=INK)
+            if row == len(series) - 1:
+                ax.set_xlabel("seconds", color=INK, fontsize=9)
+    fig.suptitle(title or "How long a client sleeps before retrying (share of sleeps per bin)",
+                 x=0.01, y=0.98, ha="left", fontsize=12, fontweight="bold", color=INK)
+    return fig
+
+
+def storm_curves(points: Sequence[Any], title: str | None = None, *,
+                 log_calls: bool = False) -> Figure:
+    """Calls and completion time against the number of clients, one line per strategy.
+
+    ``points`` have ``strategy``, ``clients``, ``calls`` and ``completion`` (seconds), as
+    ``faultline.storm.occ_experiment`` returns them. Completion time is drawn on a log
+    axis (it spans three orders of magnitude); calls too with ``log_calls=True``.
+    """
+    points = list(points)
+    if not points:
+        raise ValueError("points must not be empty")
+    strategies = list(dict.fromkeys(p.strategy for p in points))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained",
+                                      FigureClass=_NotebookFigure)
+    styles = ("o-", "s-", "^-", "D-", "v-", "P-", "X-")
+    for i, strategy in enumerate(strategies):
+        mine = sorted((p for p in points if p.strategy == strategy), key=lambda p: p.clients)
+        xs = [p.clients for p in mine]
+        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
+        style = styles[i % len(styles)]
+        left.plot(xs, [p.calls for p in mine], style, color=colour, markersize=4,
+                  linewidth=1.8, label=strategy)
+        right.plot(xs, [p.completion for p in mine], style, color=colour, markersize=4,
+                   linewidth=1.8, label=strategy)
+    for ax, what, log in ((left, "calls (conditional writes)", log_calls),
+                          (right, "completion time (s)", True)):
+        _tidy(ax)
+        if log:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_xlabel("clients contending for one row (N)", color=INK)
+        ax.set_ylabel(what + (", log" if log else ""), color=INK)
+    left.set_title("Work: calls the database served", loc="left", fontsize=11,
+                   fontweight="bold", color=INK)
+    right.set_title("Time until the last client was done", loc="left", fontsize=11,
+                    fontweight="bold", color=INK)
+    left.legend(loc="upper left", frameon=False, fontsize=9)
+    trials = {getattr(p, "trials", None) for p in points} - {None}
+    suffix = f" (mean of {trials.pop()} runs per point)" if len(trials) == 1 else ""
+    fig.suptitle((title or "Optimistic concurrency under contention") + suffix, x=0.01,
+                 ha="left", fontsize=12, fontweight="bold", color=INK)
+    return fig
+
+
+def amplification_bars(
+    series: Mapping[str, Mapping[int, float]],
+    title: str | None = None,
+    ax: Axes | None = None,
+    *,
+    xlabel: str = "services in the chain that retry (k)",
+) -> Axes:
+    """Grouped bars on a log axis: load on the bottom service per request, per chain length.
+
+    ``series`` maps a label ("no budget", "retry budget", ...) to ``{k: amplification}``;
+    each value is printed above its bar.
+    """
+    series = {str(label): dict(values) for label, values in series.items()}
+    if not series:
+        raise ValueError("series must not be empty")
+    for label, values in series.items():
+        for k, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{label!r} at {k!r}: amplification must be > 0, got {value!r}")
+    ax = ax if ax is not None else _new_axes((9, 4.4))
+    _tidy(ax)
+    ax.grid(False, axis="x")
+    ks = sorted({k for values in series.values() for k in values})
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j, k in enumerate(ks) if k in values]
+        ys = [values[k] for k in ks if k in values]
+        ax.bar(xs, ys, width=width * 0.92, color=SERIES_COLOURS[i % len(SERIES_COLOURS)],
+               label=label)
+        for x, y in zip(xs, ys, strict=True):
+            ax.annotate(f"{y:.3g}×", (x, y), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=8, color=INK)
+    ax.set_yscale("log")
+    highest = max(v for values in series.values() for v in values.values())
+    ticks = [m * 10**e for e in range(0, 7) for m in (1, 2, 5) if m * 10**e <= highest * 1.2]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(bottom=min(1.0, min(v for vs in series.values() for v in vs.values())) / 1.1,
+                top=highest * 1.6)
+    ax.set_xticks(range(len(ks)), [str(k) for k in ks])
+    ax.set_xlabel(xlabel, color=INK)
+    ax.set_ylabel("tries on the bottom service per request, log", color=INK)
+    ax.legend(loc="upper left", frameon=False, fontsize=9)
+    _title(ax, title or "Load amplification when the bottom service is down")
+    return ax
+
+
+# --- circuit breakers: the state timeline, the state diagram, requests in flight -----------
+
+STATE_COLOURS = {"closed": OK_COLOUR, "half_open": "#E69F00", "open": FAIL_COLOUR}
+_STATE_ROWS = ("closed", "half_open", "open")
+
+
+def _breaker_state_name(state: Any) -> str:
+    """``State.HALF_OPEN`` or ``"half_open"`` → ``"half_open"`` (anything str-valued)."""
+    return str(getattr(state, "value", state))
+
+
+def _breaker_transitions(transitions: Iterable[Any]) -> list[tuple[str, str, float]]:
+    """Transition events, or ``(old, new, at)`` tuples, as plain ``(old, new, at)``."""
+    result = []
+    for item in transitions:
+        try:
+            old, new, at = ((item.old, item.new, item.at) if hasattr(item, "new")
+                            else tuple(item))
+            result.append((_breaker_state_name(old), _breaker_state_name(new), float(at)))
+        except (TypeError, ValueError):
+            raise ValueError(f"each transition must be a Transition or (old, new, at), "
+                             f"got {item!r}") from None
+    return result
+
+
+def _breaker_marks(axes: Sequence[Axes], marks: Sequence[tuple[float, str]]) -> None:
+    for at, label in marks:
+        for ax in axes:
+            ax.axvline(at, color=INK, linestyle="--", linewidth=1, zorder=1)
+        axes[0].annotate(label, (at, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -2),
+                         textcoords="offset points", va="top", fontsize=9, color=INK,
+                         bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "none",
+                               "alpha": 0.85})
+
+
+def state_timeline(
+    transitions: Iterable[Any],
+    *,
+    end: float,
+    start: float = 0.0,
+    initial: str = "closed",
+    ax: Axes | None = None,
+    title: str | None = None,
+    events: Sequence[tuple[float, str]] | None = None,
+) -> Axes:
+    """A breaker's state over time, drawn from its ``on_transition`` events.
+
+    ``transitions`` are ``Transition`` events (``TransitionLog().events``) or ``(old, new,
+    at)`` tuples, in time order; the breaker is ``initial`` at ``start``. One coloured row
+    per state (closed, half-open, open) and a line that steps between them, so a visit
+    that lasts no time at all still shows.
+    """
+    moves = _breaker_transitions(transitions)
+    if not end > start:
+        raise ValueError(f"end must be after start ({start!r}), got {end!r}")
+    initial = _breaker_state_name(initial)
+    rows = list(_STATE_ROWS) + sorted({s for m in moves for s in m[:2]} - set(_STATE_ROWS))
+    if initial not in rows:
+        raise ValueError(f"initial must be one of {rows}, got {initial!r}")
+    marks = _check_events(events)
+    ax = ax if ax is not None else _new_axes((10, 2.6))
+    _tidy(ax)
+    ax.grid(False, axis="y")
+
+    segments: list[tuple[str, float, float]] = []  # (state, from, to)
+    state, since = initial, start
+    for _old, new, at in moves:
+        at = min(max(at, start), end)
+        segments.append((state, since, at))
+        state, since = new, at
+    segments.append((state, since, end))
+
+    level = {name: i for i, name in enumerate(rows)}
+    for name, x0, x1 in segments:
+        if x1 > x0:
+            colour = STATE_COLOURS.get(name, SERIES_COLOURS[level[name] % len(SERIES_COLOURS)])
+            ax.broken_barh([(x0, x1 - x0)], (level[name] - 0.3, 0.6), facecolors=colour,
+                           alpha=0.85, linewidth=0)
+    xs = [start, *[at for _name, at, _ in segments[1:]], end]
+    ys = [level[name] for name, _, _ in segments]
+    ax.step(xs, [*ys, ys[-1]], where="post", color=INK, linewidth=1, zorder=3)
+    for _old, new, at in moves:
+        if start <= at <= end:
+            ax.plot([at], [level[new]], marker="o", markersize=3.5, color=INK, zorder=4)
+
+    ax.set_yticks(range(len(rows)), [name.replace("_", "-") for name in rows], fontsize=10)
+    ax.set_ylim(-0.6, len(rows) - (0.4 if not marks else -0.1))  # room for the event labels
+    ax.set_xlim(start, end)
+    ax.set_xlabel("time (s)", color=INK)
+    opened = sum(1 for m in moves if m[1] == "open")
+    open_time = sum(x1 - x0 for name, x0, x1 in segments if name == "open")
+    _title(ax, title or "Breaker state over time",
+           f"opened {opened} time{'s' if opened != 1 else ''}; open {open_time:.3g} s of "
+           f"{end - start:.3g} s; {len(moves)} transitions")
+    _breaker_marks([ax], marks)
+    return ax
+
+
+def _breaker_circle_layout(names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """States evenly spaced on a circle, the first at the upper left, going clockwise."""
+    n = len(names)
+    if n == 1:
+        return {names[0]: (0.0, 0.0)}
+    first = math.pi * (0.5 + 1.0 / n)
+    return {name: (math.cos(first - 2 * math.pi * i / n), math.sin(first - 2 * math.pi * i / n))
+            for i, name in enumerate(names)}
+
+
+def state_diagram(
+    table: Mapping[tuple[Any, Any], str],
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    highlight: Any = None,
+) -> Axes:
+    """A state machine drawn from its table of transitions ``{(old, new): "why"}``.
+
+    Every state in the table is a circle, every allowed move an arrow labelled with its
+    reason; ``highlight`` rings one state (the current one, say). Pass the breaker's
+    ``faultline.breaker.TRANSITIONS`` so the picture always matches the code.
+    """
+    from matplotlib.patches import Circle, FancyArrowPatch
+
+    edges = {(_breaker_state_name(a), _breaker_state_name(b)): str(why)
+             for (a, b), why in dict(table).items()}
+    if not edges:
+        raise ValueError("table must list at least one transition")
+    loops = [a for a, b in edges if a == b]
+    if loops:
+        raise ValueError(f"state_diagram draws no self-transitions, got one on {loops[0]!r}")
+    names = list(dict.fromkeys(s for pair in edges for s in pair))
+    where = _breaker_circle_layout(names)
+    ax = ax if ax is not None else _new_axes((8, 5.4))
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    radius = 0.27
+    circles = {}
+    for i, name in enumerate(names):
+        colour = STATE_COLOURS.get(name, SERIES_COLOURS[i % len(SERIES_COLOURS)])
+        ring = _breaker_state_name(highlight) == name if highlight is not None else False
+        circles[name] = Circle(where[name], radius, facecolor=colour, alpha=0.9,
+                               edgecolor=INK if ring else "white", linewidth=4 if ring else 1,
+                               zorder=2)
+        ax.add_patch(circles[name])
+        ax.text(*where[name], name.replace("_", "-"), ha="center", va="center", fontsize=12,
+                fontweight="bold", color="white", zorder=3)
+    cx = sum(x for x, _ in where.values()) / len(where)
+    cy = sum(y for _, y in where.values()) / len(where)
+    for (a, b), why in edges.items():
+        (x1, y1), (x2, y2) = where[a], where[b]
+        dx, dy = x2 - x1, y2 - y1
+        norm = math.hypot(dx, dy) or 1.0
+        # arc3 bends towards (dy, -dx) for rad > 0: bend away from the middle of the
+        # drawing, except the second of a pair of opposite moves, which bends inwards.
+        outwards = ((x1 + x2) / 2 - cx) * dy - ((y1 + y2) / 2 - cy) * dx >= 0
+        inner = (b, a) in edges and list(edges).index((b, a)) < list(edges).index((a, b))
+        rad = (0.22 if (b, a) in edges else 0.15) * (1 if outwards != inner else -1)
+        ax.add_patch(FancyArrowPatch(
+            (x1, y1), (x2, y2), connectionstyle=f"arc3,rad={rad}", patchA=circles[a],
+            patchB=circles[b], shrinkA=2, shrinkB=5, color=INK, linewidth=1.4, zorder=1,
+            arrowstyle="-|>,head_length=8,head_width=4"))
+        # the label sits just beyond the middle of the curve, on the side it bends to
+        ux, uy = math.copysign(1, rad) * dy / norm, -math.copysign(1, rad) * dx / norm
+        mx, my = (x1 + x2) / 2 + rad / 2 * dy, (y1 + y2) / 2 - rad / 2 * dx
+        ha = "left" if ux > 0.35 else "right" if ux < -0.35 else "center"
+        va = "bottom" if uy > 0.35 else "top" if uy < -0.35 else "center"
+        ax.text(mx + 0.05 * ux, my + 0.05 * uy, why, ha=ha, va=va, fontsize=9, color=INK,
+                zorder=4, linespacing=1.3, multialignment="center",
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": GRID, "alpha": 0.95})
+    xs = [x for x, _ in where.values()]
+    ys = [y for _, y in where.values()]
+    ax.set_xlim(min(xs) - 0.95, max(xs) + 0.95)
+    ax.set_ylim(min(ys) - 0.45, max(ys) + 0.55)
+    ax.set_title(title or "States and transitions", loc="left", fontsize=12,
+                 fontweight="bold", color=INK)
+    return ax
+
+
+def in_flight(
+    records_or_dict: RecordsOrDict,
+    ax: Axes | None = None,
+    *,
+    bucket: float | None = None,
+    title: str | None = None,
+    events: Sequence[tuple[float, str]] | None = None,
+) -> Axes:
+    """How many requests were waiting for an answer over time, one line per series.
+
+    Each request counts from its ``start`` to its ``end``. By Little's law this is arrival
+    rate × latency: callers that wait for a timeout pile up here long before they fail.
+    With ``bucket`` (seconds) each point is the average number in flight over that bucket,
+    which is easier to read than the exact count; the legend gives the exact peak.
+    """
+    if isinstance(records_or_dict, Mapping):
+        series = {str(k): list(v) for k, v in records_or_dict.items()}
+        if not series:
+            raise ValueError("records_or_dict is an empty dict: give at least one series")
+    else:
+        series = {"": list(records_or_dict)}
+    for label, records in series.items():
+        if not records:
+            raise ValueError(f"the records{f' for {label!r}' if label else ''} must not be empty")
+    if bucket is not None and (isinstance(bucket, bool) or not isinstance(bucket, int | float)
+                               or not bucket > 0 or math.isinf(bucket)):
+        raise ValueError(f"bucket must be a finite number of seconds > 0, got {bucket!r}")
+    marks = _check_events(events)
+    ax = ax if ax is not None else _new_axes((10, 3.8))
+    _tidy(ax)
+    tops = []
+    for i, (label, records) in enumerate(series.items()):
+        changes = sorted([(r.start, 1) for r in records] + [(r.end, -1) for r in records],
+                         key=lambda c: (c[0], c[1]))  # an end before a start at the same time
+        times, counts, level = [changes[0][0]], [0], 0
+        for at, step in changes:
+            level += step
+            times.append(at)
+            counts.append(level)
+        peak = max(counts)
+        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
+        name = f"{label or 'requests'} (peak {peak} at once)"
+        if bucket is None:
+            tops.append(peak)
+            ax.step(times, counts, where="post", color=colour, linewidth=1.5, label=name)
+            continue
+        first = math.floor(times[0] / bucket)
+        busy = [0.0] * (math.floor(times[-1] / bucket) - first + 1)
+        for r in records:  # the time each request spent in each bucket
+            k = math.floor(r.start / bucket)
+            while k * bucket < r.end:
+                busy[k - first] += min(r.end, (k + 1) * bucket) - max(r.start, k * bucket)
+                k += 1
+        mids = [(first + k + 0.5) * bucket for k in range(len(busy))]
+        # a bucket at either end is only partly observed: average over the observed part
+        spans = [min(times[-1], (first + k + 1) * bucket) - max(times[0], (first + k) * bucket)
+                 for k in range(len(busy))]
+        means = [b / span if span > 0 else 0.0 for b, span in zip(busy, spans, strict=True)]
+        tops.append(max(means))
+        ax.plot(mids, means, color=colour, linewidth=2, marker="o", markersize=2.5, label=name)
+    ax.set_ylim(bottom=0, top=max(1, max(tops)) * 1.15)
+    ax.set_xlabel("time since start (s)", color=INK)
+    ax.set_ylabel("requests in flight" + (f" (mean per {bucket:g} s)" if bucket else ""),
+                  color=INK)
+    _title(ax, title or "Requests in flight",
+           "each request counts from when it was sent until its answer (or error) came back")
+    ax.legend(loc="best", frameon=False, fontsize=9)
+    _breaker_marks([ax], marks)
+    return ax
+
+
+__all__ += ["in_flight", "state_diagram", "state_timeline"]
+
+
+# --- module 02: worker pools over time, and the tries of each hop -----------------------
+
+__all__ += ["attempts_chart", "pool_timeline"]
+
+_ATTEMPT_COLOURS = {"ok": OK_COLOUR, "timeout": FAIL_COLOUR, "deadline": "#CC79A7",
+                    "cancelled": "#999999"}
+_OTHER_ATTEMPT_COLOUR = "#E69F00"  # an error status, a reset...
+
+
+def pool_timeline(
+    records: Records,
+    pool: Sequence[Any],
+    *,
+    workers: int | None = None,
+    service: str = "gateway",
+    title: str | None = None,
+    events: Sequence[tuple[float, str]] | None = None,
+) -> Figure:
+    """Each route's requests (latency by start time) above the worker pool of ``service``.
+
+    One panel per route, in name order: a dot per request that succeeded, a cross per
+    failure. ``pool`` holds samples with ``t``, ``busy`` and ``inside``
+    (``faultline.probes.PoolSample``): the bottom panel fills the busy workers (left axis,
+    up to ``workers``) and draws the requests waiting for one (right axis).
+    """
+    from matplotlib.ticker import LogLocator, MaxNLocator
+
+    records = list(records)
+    if not records:
+        raise ValueError("records must not be empty")
+    samples = list(pool)
+    if not samples:
+        raise ValueError("pool must hold at least one sample")
+    marks = _check_events(events)
+    routes = sorted({r.route or "requests" for r in records})
+    fig, axes = plt.subplots(
+        len(routes) + 1, 1, sharex=True, figsize=(10, 2.1 * len(routes) + 2.6),
+        layout="constrained", height_ratios=[1] * len(routes) + [1.1],
+        FigureClass=_NotebookFigure)
+    for ax in axes:
+        _tidy(ax)
+    for i, (route, ax) in enumerate(zip(routes, axes, strict=False)):
+        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
+        mine = [r for r in records if (r.route or "requests") == route]
+        good = [r for r in mine if r.ok]
+        bad = [r for r in mine if not r.ok]
+        if good:
+            ax.scatter([r.start for r in good],
+                       [max(r.latency * 1000.0, _LOG_FLOOR_MS) for r in good],
+                       s=12, marker="o", color=colour, alpha=0.8, linewidths=0,
+                       label="succeeded")
+        if bad:
+            ax.scatter([r.start for r in bad],
+                       [max(r.latency * 1000.0, _LOG_FLOOR_MS) for r in bad],
+                       s=22, marker="x", color=FAIL_COLOUR, linewidths=1.2, label="failed")
+        _log_latency_axis(ax, "y")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        shown = [max(r.latency * 1000.0, _LOG_FLOOR_MS) for r in mine]
+        ax.set_ylim(min(shown) / 1.6, max(shown) * 1.6)
+        ax.set_ylabel("latency (ms)", color=INK)
+        ax.set_title(f"{route}: {len(good)} of {len(mine)} succeeded", loc="left",
+                     fontsize=10, color=colour, fontweight="bold")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
+    ok_share = sum(r.ok for r in records) / len(records)
+    fig.suptitle(title or "Requests and the worker pool", x=0.0, ha="left",
+                 fontsize=12, fontweight="bold", color=INK)
+
+    pool_ax = axes[-1]
+    ts = [s.t for s in samples]
+    busy = [s.busy for s in samples]
+    waiting = [max(0, s.inside - s.busy) for s in samples]
+    pool_ax.fill_between(ts, busy, step="post", color=P50_COLOUR, alpha=0.35, linewidth=0)
+    pool_ax.step(ts, busy, where="post", color=P50_COLOUR, linewidth=1.6,
+                 label="workers busy (left axis)")
+    top = max([*busy, workers or 0, 1])
+    if workers is not None:
+        pool_ax.axhline(workers, color=P50_COLOUR, linestyle="--", linewidth=1,
+                        label=f"pool size: {workers} workers")
+    pool_ax.set_ylim(0, top * 1.25)
+    pool_ax.set_ylabel("workers busy", color=P50_COLOUR)
+    queue_ax = pool_ax.twinx()
+    queue_ax.spines[["top", "left"]].set_visible(False)
+    queue_ax.spines["right"].set_color("#999999")
+    queue_ax.tick_params(colors=INK, labelsize=9)
+    queue_ax.step(ts, waiting, where="post", color=FAIL_COLOUR, linewidth=1.8,
+                  label="requests waiting for a worker (right axis)")
+    queue_ax.set_ylim(0, max(max(waiting), 1) * 1.15)
+    queue_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    pool_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    queue_ax.set_ylabel("waiting", color=FAIL_COLOUR)
+    handles = pool_ax.get_legend_handles_labels()
+    more = queue_ax.get_legend_handles_labels()
+    pool_ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left",
+                   bbox_to_anchor=(1.09, 1.0), frameon=False, fontsize=9)
+    pool_ax.set_title(f"the {service}'s worker pool ({_percent(ok_share, 1)} of all "
+                      f"requests succeeded)", loc="left", fontsize=10, color=INK)
+    pool_ax.set_xlabel("time since start (s); each request is drawn at the time it started",
+                       color=INK)
+    pool_ax.set_xlim(0, max(max(r.end for r in records), ts[-1]))
+    for at, label in marks:
+        for ax in axes:
+            ax.axvline(at, color=INK, linestyle="--", linewidth=1)
+        axes[0].annotate(label, (at, 1.0), xycoords=("data", "axes fraction"),
+                         xytext=(4, -2), textcoords="offset points", va="top", fontsize=9,
+                         color=INK, bbox={"boxstyle": "round,pad=0.25", "fc": "white",
+                                          "ec": "none", "alpha": 0.85})
+    return fig
+
+
+def attempts_chart(
+    run: Any,
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+) -> Axes:
+    """Every try of every hop of one request as a bar (a ``faultline.hops.PlanRun``).
+
+    One row per call through a hop (a retried caller calls its callee again: a new row),
+    bars coloured by outcome; the user's deadline and answer are marked, and work that
+    went on after the user had its answer is hatched: the Bookinfo bug is a callee's try
+    succeeding there.
+    """
+    attempts = list(run.attempts)
+    if not attempts:
+        raise ValueError("the run has no attempts to draw")
+    record, deadline = run.record, run.deadline
+    rows = list(dict.fromkeys((a.hop, a.call) for a in attempts))
+    ax = ax if ax is not None else _new_axes((10, 0.55 * len(rows) + 2.0))
+    _tidy(ax)
+    ax.grid(False, axis="y")
+    y_of = {row: len(rows) - 1 - i for i, row in enumerate(rows)}
+    answered = record.end
+    seen: dict[str, Any] = {}
+    for a in attempts:
+        y = y_of[(a.hop, a.call)]
+        kind = a.outcome.split()[0]
+        colour = _ATTEMPT_COLOURS.get(kind, _OTHER_ATTEMPT_COLOUR)
+        width = max(a.end - a.start, 1e-4)
+        useful = max(0.0, min(a.end, answered) - a.start)
+        if useful > 0:
+            seen.setdefault(a.outcome if kind != "error" else kind,
+                            ax.barh(y, useful, left=a.start, height=0.55, color=colour))
+        if a.end > answered:
+            left = max(a.start, answered)
+            seen.setdefault("after the user's answer: work for nobody",
+                            ax.barh(y, a.end - left, left=left, height=0.55, color=colour,
+                                    alpha=0.35, hatch="///", edgecolor="white"))
+        inside = width > 0.1 * max(deadline, answered)
+        ax.annotate(f"try {a.number}: {a.outcome}", (a.start + width / 2, y), ha="center",
+                    va="center" if inside else "bottom", fontsize=8,
+                    color=INK if not inside else "black",
+                    xytext=(0, 0 if inside else 9), textcoords="offset points")
+    labels = [f"{hop.replace('->', ' → ')}\ncall {call}" for hop, call in rows]
+    ax.set_yticks([y_of[row] for row in rows], labels, fontsize=9)
+    ax.axvline(deadline, color=INK, linestyle="--", linewidth=1.2)
+    ax.annotate(f"user's deadline {deadline:g} s", (deadline, 0.0),
+                xycoords=("data", "axes fraction"), xytext=(-4, 4), textcoords="offset points",
+                ha="right", va="bottom", rotation=90, fontsize=9, color=INK)
+    answer = f"HTTP {record.status}" if record.status is not None else "no answer"
+    colour = OK_COLOUR if run.ok else FAIL_COLOUR
+    ax.axvline(answered, color=colour, linewidth=2)
+    ax.annotate(f"user gets {answer} at {answered:.2f} s", (answered, 1.0),
+                xycoords=("data", "axes fraction"), xytext=(4, 2), textcoords="offset points",
+                ha="left", va="bottom", fontsize=9, color=colour, fontweight="bold")
+    ax.set_xlim(0, max(deadline, max(a.end for a in attempts)) * 1.04)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel("time since the user sent the request (s)", color=INK)
+    ax.legend(list(seen.values()), list(seen), loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False, fontsize=9)
+    ax.set_title(title or "Every try of every hop", loc="left", fontsize=12,
+                 fontweight="bold", color=INK, pad=18)
+    return ax
+
+
+# --- module 05: routes side by side, and sizing a pool ----------------------------------
+
+__all__ += ["pool_sizing", "route_timelines"]
+
+
+def route_timelines(
+    runs: Mapping[str, Records],
+    routes: Sequence[str] | None = None,
+    *,
+    bucket: float = 1.0,
+    events: Sequence[tuple[float, str]] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Requests per ``bucket`` seconds, succeeded and failed, in a grid: a row per run, a
+    column per route, so one glance says which route shares another's fate.
+
+    ``runs`` maps a label (e.g. "one shared pool") to its records; ``routes`` defaults to
+    every route seen, in name order. Rows share the y axis of their column.
+    """
+    series = {str(label): list(records) for label, records in runs.items()}
+    if not series or any(not records for records in series.values()):
+        raise ValueError("runs must map each label to a non-empty list of records")
+    if isinstance(bucket, bool) or not isinstance(bucket, int | float) or not bucket > 0 \
+            or math.isinf(bucket):
+        raise ValueError(f"bucket must be a finite number of seconds > 0, got {bucket!r}")
+    marks = _check_events(events)
+    names = list(routes) if routes is not None else sorted(
+        {r.route for records in series.values() for r in records})
+    if not names:
+        raise ValueError("routes must name at least one route")
+    end = max(r.start for records in series.values() for r in records)
+    count = math.floor(end / bucket) + 1
+    lefts = [k * bucket for k in range(count)]
+    fig, axes = plt.subplots(len(series), len(names), sharex=True, sharey="col", squeeze=False,
+                             figsize=(4.6 * len(names) + 1.0, 2.5 * len(series) + 0.9),
+                             layout="constrained", FigureClass=_NotebookFigure)
+    for row, (label, records) in enumerate(series.items()):
+        for col, route in enumerate(names):
+            ax = axes[row][col]
+            _tidy(ax)
+            mine = [r for r in records if r.route == route]
+            ok, failed = [0] * count, [0] * count
+            for r in mine:
+                k = min(count - 1, math.floor(r.start / bucket))
+                (ok if r.ok else failed)[k] += 1
+            ax.bar(lefts, ok, width=bucket, align="edge", color=OK_COLOUR, linewidth=0,
+                   label="succeeded")
+            ax.bar(lefts, failed, width=bucket, align="edge", bottom=ok, color=FAIL_COLOUR,
+                   linewidth=0, label="failed")
+            share = sum(ok) / len(mine) if mine else math.nan
+            shown = _percent(share, 2) if mine else "no requests"
+            ax.set_title(f"{route}: {shown} succeeded", loc="left", fontsize=10,
+                         color=INK, fontweight="bold")
+            if col == 0:
+                ax.set_ylabel(f"{label}\nrequests per {bucket:g} s", color=INK)
+            if row == len(series) - 1:
+                ax.set_xlabel("time since start (s)", color=INK)
+            for at, text in marks:
+                ax.axvline(at, color=INK, linestyle="--", linewidth=1)
+                if row == 0:
+                    ax.annotate(text, (at, 1.0), xycoords=("data", "axes fraction"),
+                                xytext=(4, -2), textcoords="offset points", va="top",
+                                fontsize=9, color=INK,
+                                bbox={"boxstyle": "round,pad=0.25", "fc": "white",
+                                      "ec": "none", "alpha": 0.85})
+            ax.set_xlim(0, count * bucket)
+    axes[0][-1].legend(loc="lower right", bbox_to_anchor=(1.0, 1.12), frameon=False,
+                       fontsize=9, ncols=2)
+    fig.suptitle(title or "Requests per route over time", x=0.0, ha="left", fontsize=12,
+                 fontweight="bold", color=INK)
+    return fig
+
+
+def pool_sizing(
+    occupancy: Mapping[int, float],
+    offered_load: float,
+    refused: Mapping[int, float],
+    *,
+    slo: float | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Two panels for sizing a pool by Little's law and Erlang B.
+
+    Left: the share of time with k calls in flight (``occupancy``, measured without a
+    limit), Little's mean ``offered_load`` marked, and the Poisson distribution that
+    random arrivals predict. Right: the share of calls refused by a pool of each size
+    (``refused``, measured) against Erlang B, with the refusals an availability ``slo``
+    allows. Both y axes are log scale where small shares matter.
+    """
+    from faultline.bulkhead import erlang_b
+
+    if not occupancy or not refused:
+        raise ValueError("occupancy and refused must not be empty")
+    if isinstance(offered_load, bool) or not isinstance(offered_load, int | float) \
+            or not offered_load >= 0 or math.isinf(offered_load):
+        raise ValueError(f"offered_load must be a finite number >= 0, got {offered_load!r}")
+    if slo is not None and not 0 < slo < 1:
+        raise ValueError(f"slo must lie strictly between 0 and 1, got {slo!r}")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4), layout="constrained",
+                                      FigureClass=_NotebookFigure)
+    for ax in (left, right):
+        _tidy(ax)
+
+    levels = sorted(occupancy)
+    top = max(max(levels), math.ceil(offered_load * 3) + 2)
+    left.bar(levels, [occupancy[k] for k in levels], width=0.7, color=SERIES_COLOURS[0],
+             alpha=0.8, label="measured: share of time")
+    ks = list(range(0, top + 1))
+    poisson = [math.exp(-offered_load + k * math.log(offered_load) - math.lgamma(k + 1))
+               if offered_load > 0 else float(k == 0) for k in ks]
+    left.plot(ks, poisson, "o", color=SERIES_COLOURS[1], markersize=5,
+              label=f"Poisson with mean {offered_load:.2f}")
+    left.axvline(offered_load, color=INK, linestyle="--", linewidth=1.2)
+    left.annotate(f"Little's law: L = λW = {offered_load:.2f}", (offered_load, 1.0),
+                  xycoords=("data", "axes fraction"), xytext=(4, -2),
+                  textcoords="offset points", va="top", fontsize=9, color=INK)
+    left.set_xlim(-0.6, top + 0.6)
+    left.set_ylim(0, max([*occupancy.values(), *poisson]) * 1.18)
+    left.set_xlabel("calls in flight at once", color=INK)
+    left.set_ylabel("share of time", color=INK)
+    left.yaxis.set_major_formatter(FuncFormatter(_share_label))
+    left.legend(loc="center right", frameon=False, fontsize=9)
+    _title(left, "How many slots are busy", "with no limit: the mean, and the bursts above it")
+
+    sizes = sorted(refused)
+    curve = list(range(1, max(sizes) + 1))
+    right.plot(curve, [erlang_b(c, offered_load) for c in curve], color=SERIES_COLOURS[1],
+               linewidth=2, label=f"Erlang B, offered load {offered_load:.2f}")
+    floor = 1e-4
+    right.plot(sizes, [max(refused[c], floor) for c in sizes], "o", color=SERIES_COLOURS[0],
+               markersize=7, label="measured in the simulation")
+    if slo is not None:
+        right.axhline(1 - slo, color=FAIL_COLOUR, linestyle="--", linewidth=1.2,
+                      label=f"allowed by an SLO of {_percent(slo)}")
+    little = max(1, math.ceil(round(offered_load, 9)))
+    marks = [(little, "Little's law: ⌈L⌉")]
+    if slo is not None:
+        enough = next(c for c in range(1, 10_000) if erlang_b(c, offered_load) <= 1 - slo)
+        marks.append((enough, "Erlang B: enough for the SLO"))
+    for size, text in marks:
+        right.axvline(size, color="#999999", linestyle=":", linewidth=1.2)
+        right.annotate(f"{text} = {size}", (size, 1.0), xycoords=("data", "axes fraction"),
+                       xytext=(4, -2), textcoords="offset points", va="top", fontsize=9,
+                       color=INK, bbox={"boxstyle": "round,pad=0.2", "fc": "white",
+                                        "ec": "none", "alpha": 0.85})
+    right.set_yscale("log")
+    right.set_ylim(floor / 1.5, 3.0)
+    right.yaxis.set_major_formatter(FuncFormatter(_share_label))
+    right.yaxis.set_minor_formatter(NullFormatter())
+    right.set_xticks(curve)
+    right.set_xlabel("pool size (max_concurrent), max_wait = 0", color=INK)
+    right.set_ylabel("share of calls refused (log)", color=INK)
+    right.legend(loc="lower left", frameon=False, fontsize=9)
+    _title(right, "What each pool size refuses", "refusals measured at 0 are drawn at 0.01 %")
+    fig.suptitle(title or "Sizing a pool", x=0.0, ha="left", fontsize=12, fontweight="bold",
+                 color=INK)
+    return fig
+
+
+def _share_label(value: float, _pos: object = None) -> str:
+    """A share of 1 as a percentage without float noise: 0.01 %, 2.5 %, 100 %."""
+    return f"{value * 100:.4g} %"
