@@ -206,3 +206,17 @@ async def test_a_retry_that_overtakes_its_first_try_is_refused_not_duplicated():
     assert second.status == 409 and "in progress" in second.json["error"]
     assert (await first).status == 201
     assert len(shop.service("payments").state["charges"]) == 1
+
+
+async def test_waiting_counts_requests_queued_for_a_worker():
+    shop = SimShop(seed=1, network_delay=0.0, workers={"login": 1},
+                   work={"login": fl.Work(1.0, sigma=0)})
+    login = shop.service("login")
+    tasks = [asyncio.ensure_future(send_and_record(shop.route("login"), timeout=0.5))
+             for _ in range(3)]
+    await asyncio.sleep(0.1)
+    assert (login.busy, login.waiting) == (1, 2)
+    await asyncio.gather(*tasks)  # the users gave up at 0.5 s...
+    assert (login.busy, login.waiting) == (1, 2)  # ...but the server does not know that
+    await asyncio.sleep(3)
+    assert (login.busy, login.waiting) == (0, 0)

@@ -45,16 +45,19 @@ from faultline.slo import (
     serial_availability,
     summarize,
 )
+from faultline.timeouts import DEADLINE_HEADER, Deadline, with_timeout
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEADLINE_HEADER",
     "ROUTES",
     "SERVICES",
     "Blackhole",
     "BulkheadFullError",
     "CircuitOpenError",
     "ConnectionReset",
+    "Deadline",
     "DeadlineExceeded",
     "ErrorRate",
     "FakeClock",
@@ -90,9 +93,10 @@ __all__ = [
     "start_shop",
     "stop_shop",
     "summarize",
+    "with_timeout",
 ]
 
-_LAZY = {"viz", "widgets", "checks"}
+_LAZY = {"viz", "widgets", "checks", "breaker_widget"}
 
 
 def __getattr__(name: str) -> Any:

@@ -161,6 +161,7 @@ class Service:
         self._pool = asyncio.Semaphore(workers) if workers else None
         self.state: dict[str, object] = {}
         self.busy = 0  # requests holding a worker right now
+        self.waiting = 0  # requests queued for a worker right now
         self.received = 0  # requests that reached this service (after network faults)
         self.deadline_exceeded = 0  # requests answered 504 because their deadline passed
 
@@ -185,23 +186,36 @@ class Service:
                 return Response(400, {"error": str(exc)}, path=(self.name,))
             if deadline.expired:
                 return self._deadline_exceeded("on arrival")
-        async with self._pool if self._pool is not None else contextlib.nullcontext():
-            if deadline is not None and deadline.expired:
-                return self._deadline_exceeded("while queued for a worker")
-            self.busy += 1
-            token = current_deadline.set(deadline)
-            try:
-                if deadline is None:
-                    response, visited = await self._work(decision, request)
-                else:
-                    try:
-                        async with asyncio.timeout(deadline.remaining()):
-                            response, visited = await self._work(decision, request)
-                    except TimeoutError:
-                        return self._deadline_exceeded("while working")
-            finally:
-                current_deadline.reset(token)
-                self.busy -= 1
+        self.waiting += 1
+        queued = True
+        try:
+            async with self._pool if self._pool is not None else contextlib.nullcontext():
+                self.waiting -= 1
+                queued = False
+                return await self._with_worker(decision, request, deadline)
+        finally:
+            if queued:  # gave up (cancelled) while waiting for a worker
+                self.waiting -= 1
+
+    async def _with_worker(self, decision: Decision, request: Request,
+                           deadline: Deadline | None) -> Response:
+        """The part of ``handle`` that holds a worker."""
+        if deadline is not None and deadline.expired:
+            return self._deadline_exceeded("while queued for a worker")
+        self.busy += 1
+        token = current_deadline.set(deadline)
+        try:
+            if deadline is None:
+                response, visited = await self._work(decision, request)
+            else:
+                try:
+                    async with asyncio.timeout(deadline.remaining()):
+                        response, visited = await self._work(decision, request)
+                except TimeoutError:
+                    return self._deadline_exceeded("while working")
+        finally:
+            current_deadline.reset(token)
+            self.busy -= 1
         return dataclasses.replace(response, path=(self.name, *visited),
                                    bytes_per_second=decision.bytes_per_second)
 
