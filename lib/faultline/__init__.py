@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from faultline.breaker import CircuitBreaker
 from faultline.clock import FakeClock, VirtualTimeLoop, run_virtual
 from faultline.errors import (
     BulkheadFullError,
@@ -34,6 +35,7 @@ from faultline.faults import (
 from faultline.live import LiveShop, compare_local_and_network, start_shop, stop_shop
 from faultline.load import Record, closed_loop, open_loop
 from faultline.messages import Request, Response
+from faultline.retry import RetryBudget, RetryPolicy, backoff_delay
 from faultline.services import ROUTES, SERVICES, Shop, Work
 from faultline.sim import SimShop, simulate
 from faultline.slo import (
@@ -55,6 +57,7 @@ __all__ = [
     "SERVICES",
     "Blackhole",
     "BulkheadFullError",
+    "CircuitBreaker",
     "CircuitOpenError",
     "ConnectionReset",
     "Deadline",
@@ -70,6 +73,8 @@ __all__ = [
     "Record",
     "Request",
     "Response",
+    "RetryBudget",
+    "RetryPolicy",
     "Script",
     "Shop",
     "SimShop",
@@ -78,6 +83,7 @@ __all__ = [
     "VirtualTimeDeadlock",
     "VirtualTimeLoop",
     "Work",
+    "backoff_delay",
     "budget_remaining",
     "burn_rate",
     "closed_loop",
