@@ -220,3 +220,33 @@ async def test_waiting_counts_requests_queued_for_a_worker():
     assert (login.busy, login.waiting) == (1, 2)  # ...but the server does not know that
     await asyncio.sleep(3)
     assert (login.busy, login.waiting) == (0, 0)
+
+
+async def test_middlewares_and_interceptors_see_every_request_and_every_attempt():
+    shop = SimShop(seed=1)
+    seen = []
+
+    async def server_side(request, call_next):
+        seen.append(("server", request.path))
+        response = await call_next(request)
+        seen.append(("answered", response.status))
+        return response
+
+    async def client_side(send, request):
+        seen.append(("attempt", request.path))
+        return await send(request)
+
+    async def retry_once(send, request):
+        try:
+            return await send(request)
+        except UpstreamError:
+            return await send(request)
+
+    shop.service("payments").middlewares.append(server_side)
+    shop.client("orders").interceptors.append(client_side)
+    shop.client("orders").use("payments", retry_once)
+    shop.faults.inject("payments", fl.Script((503,)))
+    assert (await shop.route("checkout")()).status == 201
+    attempts = [s for s in seen if s == ("attempt", "/charge")]
+    assert len(attempts) == 2  # the interceptor sits inside the retry
+    assert [s for s in seen if s[0] == "answered"] == [("answered", 503), ("answered", 200)]

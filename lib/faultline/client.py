@@ -42,6 +42,9 @@ class Client:
         self.source = source
         self.faults = faults
         self._wrappers: dict[str, tuple[Wrapper, ...]] = {}
+        # Wrappers around every attempt to every target, inside the patterns (each retry
+        # passes through them again): the place for trace propagation and metrics.
+        self.interceptors: list[Wrapper] = []
         self.sent: dict[str, int] = {}  # attempts that went out on the wire, per target
 
     def use(self, target: str, *wrappers: Wrapper) -> None:
@@ -86,13 +89,20 @@ class Client:
 
     def _network_send(self, target: str, raise_for_status: bool,
                       deadline: Deadline | None) -> Send:
+        async def attempt(request: Request) -> Response:
+            return await self._send_once(target, request)
+
+        on_the_wire: Send = attempt
+        for interceptor in reversed(self.interceptors):
+            on_the_wire = _bind(interceptor, on_the_wire)
+
         async def send(request: Request) -> Response:
             if deadline is not None and request.header(DEADLINE_HEADER) is None:
                 if deadline.expired:  # a retry or a slow wrapper used the time up
                     raise DeadlineExceeded(f"{target}: deadline passed before the call")
                 request = dataclasses.replace(
                     request, headers={**request.headers, DEADLINE_HEADER: deadline.to_header()})
-            response = await self._send_once(target, request)
+            response = await on_the_wire(request)
             if raise_for_status and response.status >= 500:
                 error = UpstreamError(response.status, target,
                                       str((response.json or {}).get("error", ""))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import math
 import random
@@ -133,6 +134,7 @@ class Context:
 
 
 Handler = Callable[[Context, Request], Awaitable[Response]]
+Middleware = Callable[..., Awaitable[Response]]  # (request, call_next) -> Response
 
 
 class Service:
@@ -160,12 +162,26 @@ class Service:
         self.workers = workers
         self._pool = asyncio.Semaphore(workers) if workers else None
         self.state: dict[str, object] = {}
+        self.middlewares: list[Middleware] = []
         self.busy = 0  # requests holding a worker right now
         self.waiting = 0  # requests queued for a worker right now
         self.received = 0  # requests that reached this service (after network faults)
         self.deadline_exceeded = 0  # requests answered 504 because their deadline passed
 
     async def handle(self, request: Request) -> Response:
+        """Serve one request through the service's middlewares (the first is outermost).
+
+        A middleware is ``async def mw(request, call_next) -> Response``, the transport-neutral
+        counterpart of an aiohttp middleware: tracing installs one on every service.
+        """
+        if not self.middlewares:
+            return await self._handle(request)
+        call: Callable[[Request], Awaitable[Response]] = self._handle
+        for middleware in reversed(self.middlewares):
+            call = functools.partial(middleware, call_next=call)
+        return await call(request)
+
+    async def _handle(self, request: Request) -> Response:
         """Serve one request: injected faults, a worker, the handler, errors as statuses.
 
         Raises ``ConnectionResetError`` for an injected reset, which a transport turns into
