@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from faultline.breaker import CircuitBreaker
+from faultline.bulkhead import Bulkhead, little_pool_size
 from faultline.clock import FakeClock, VirtualTimeLoop, run_virtual
 from faultline.errors import (
     BulkheadFullError,
@@ -56,6 +57,7 @@ __all__ = [
     "ROUTES",
     "SERVICES",
     "Blackhole",
+    "Bulkhead",
     "BulkheadFullError",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -90,6 +92,7 @@ __all__ = [
     "compare_local_and_network",
     "error_budget",
     "fault_from_dict",
+    "little_pool_size",
     "open_loop",
     "parallel_availability",
     "percentile",

@@ -1,0 +1,216 @@
+"""Autograding 05-bulkheads: the solution scores full marks, the blank exercise 0, and each
+wrong implementation loses exactly the points of the grade cells it breaks.
+
+Most mutants are the solution's own answer with one behaviour broken (a targeted edit
+that must apply), so they stay in step with the solution notebook.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.grading import (
+    Graded,
+    Mutant,
+    assert_full_marks,
+    assert_loses_exactly,
+    assert_points,
+    assert_zero,
+    autograde_all,
+    graded_ok,
+    load_notebook,
+    submission_with,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
+    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
+]
+
+ASSIGNMENT = "05-bulkheads"
+NOTEBOOK = "05-bulkheads"
+GRADE_CELLS = {
+    "bulkhead_limits_concurrency": 2,
+    "bulkhead_rejects_when_full": 2,
+    "bulkhead_honours_max_wait": 2,
+    "bulkhead_serves_waiters_in_order": 2,
+    "bulkhead_releases_on_error": 1,
+    "bulkhead_releases_on_cancellation": 2,
+    "bulkhead_counters": 1,
+    "bulkhead_validation": 1,
+    "little_pool_size_values": 2,
+    "little_pool_size_validation": 1,
+    "bulkheads_sizes": 1,
+    "bulkheads_keep_login_up": 3,
+    "bulkheads_keep_the_shop_working": 2,
+    "answers_are_your_own": 1,
+}
+SCENARIO_CELLS = {"bulkheads_sizes", "bulkheads_keep_login_up", "bulkheads_keep_the_shop_working"}
+
+
+def answer_source(solution: dict, cell_id: str) -> str:
+    """The solution's answer cell, without the nbgrader markers: what a student would write."""
+    for cell in solution["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == cell_id:
+            lines = "".join(cell["source"]).splitlines()
+            return "\n".join(line for line in lines if "### BEGIN" not in line
+                             and "### END" not in line)
+    raise AssertionError(f"no answer cell {cell_id!r}")
+
+
+def edited(source: str, *edits: tuple[str, str]) -> str:
+    for old, new in edits:
+        assert source.count(old) == 1, f"the mutant's edit no longer applies: {old!r}"
+        source = source.replace(old, new)
+    return source
+
+
+TIMEOUT_LINE = "async with asyncio.timeout(limit):"
+FINALLY_RELEASE = """        try:
+            return await fn(*args, **kwargs)
+        finally:
+            self._release()"""
+
+
+def bulkhead_mutants(solution: dict) -> dict[str, Mutant]:
+    """Wrong Bulkheads, each with one behaviour broken, and the cells that must catch it."""
+    right = answer_source(solution, "bulkhead")
+    return {
+        "waits_forever": ("bulkhead", edited(
+            right,
+            ("elif self.max_wait == 0:", "elif False:  # never refuses"),
+            (TIMEOUT_LINE, "async with asyncio.timeout(None):"),
+        ), {"bulkhead_rejects_when_full", "bulkhead_honours_max_wait", "bulkhead_counters"}),
+        "ignores_finite_max_wait": ("bulkhead", edited(
+            right, (TIMEOUT_LINE, "async with asyncio.timeout(None):"),
+        ), {"bulkhead_honours_max_wait"}),
+        "lifo_waiters": ("bulkhead", edited(
+            right, ("waiter = self._waiters.popleft()", "waiter = self._waiters.pop()"),
+        ), {"bulkhead_serves_waiters_in_order"}),
+        "leaks_slot_on_error": ("bulkhead", edited(right, (FINALLY_RELEASE, """\
+        try:
+            result = await fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            self._release()
+            raise
+        self._release()
+        return result""")), {"bulkhead_releases_on_error"}),
+        "leaks_slot_on_cancellation": ("bulkhead", edited(right, (FINALLY_RELEASE, """\
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception:
+            self._release()
+            raise
+        self._release()
+        return result""")), {"bulkhead_releases_on_cancellation"}),
+        "counts_waiters_in_flight": ("bulkhead", edited(
+            right.replace("self.in_flight", "self._running"),
+            ('    def _release(self):', '''\
+    @property
+    def in_flight(self):
+        return self._running + len(self._waiters)
+
+    def _release(self):'''),
+        ), {"bulkhead_counters"}),
+        "unchecked_arguments": ("bulkhead", edited(
+            right,
+            ("        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):\n"
+             "            raise TypeError(", "        if False:\n            raise TypeError("),
+            ("        if max_concurrent < 1:\n", "        if False:\n"),
+            ("        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)):\n",
+             "        if False:\n"),
+            ("        if not max_wait >= 0:  # also true for NaN\n", "        if False:\n"),
+        ), {"bulkhead_validation"}),
+        "reference_imported": ("bulkhead", """
+from faultline.bulkhead import Bulkhead
+""", {"answers_are_your_own"}),
+        "reference_subclassed": ("bulkhead", """
+import faultline.bulkhead
+
+
+class Bulkhead(faultline.bulkhead.Bulkhead):
+    \"\"\"Mine, really.\"\"\"
+""", {"answers_are_your_own"}),
+    }
+
+
+def little_mutants(solution: dict) -> dict[str, Mutant]:
+    right = answer_source(solution, "little_pool_size")
+    return {
+        "little_floored": ("little_pool_size", edited(
+            right, ("math.ceil(round(", "math.floor(round("),
+        ), {"little_pool_size_values"}),
+        "little_without_minimum": ("little_pool_size", edited(
+            right, ("return max(1, math.ceil(round(arrival_rate * latency, 9)))",
+                    "return math.ceil(round(arrival_rate * latency, 9))"),
+        ), {"little_pool_size_values"}),
+        "little_unchecked": ("little_pool_size", """
+def little_pool_size(arrival_rate, latency):
+    return max(1, math.ceil(round(arrival_rate * latency, 9)))
+""", {"little_pool_size_validation"}),
+    }
+
+
+SIZING_MUTANTS: dict[str, Mutant] = {
+    # An even-handed split: login's compartment is half what its bursts need.
+    "starves_login": ("BULKHEADS", 'BULKHEADS = {"orders": 7, "login": 7, "inventory": 6}',
+                      {"bulkheads_keep_login_up"}),
+    # Login gets everything; checkouts are refused on a normal day.
+    "starves_orders": ("BULKHEADS", 'BULKHEADS = {"orders": 3, "login": 14, "inventory": 3}',
+                       {"bulkheads_keep_the_shop_working"}),
+    # More slots than the gateway has workers: no run at all.
+    "more_slots_than_workers": (
+        "BULKHEADS", 'BULKHEADS = {"orders": 8, "login": 12, "inventory": 4}', SCENARIO_CELLS),
+    "a_float_size": ("BULKHEADS", 'BULKHEADS = {"orders": 6, "login": 11.0, "inventory": 3}',
+                     SCENARIO_CELLS),
+}
+
+
+@pytest.fixture(scope="module")
+def mutants() -> dict[str, Mutant]:
+    solution = load_notebook("solutions", ASSIGNMENT, NOTEBOOK)
+    return {**bulkhead_mutants(solution), **little_mutants(solution), **SIZING_MUTANTS}
+
+
+MUTANT_NAMES = [
+    "waits_forever", "ignores_finite_max_wait", "lifo_waiters", "leaks_slot_on_error",
+    "leaks_slot_on_cancellation", "counts_waiters_in_flight", "unchecked_arguments",
+    "reference_imported", "reference_subclassed", "little_floored", "little_without_minimum",
+    "little_unchecked", *SIZING_MUTANTS,
+]
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory, mutants: dict[str, Mutant]
+           ) -> dict[str, Graded]:
+    """Autograde every submission once."""
+    assert sorted(mutants) == sorted(MUTANT_NAMES)
+    solution = load_notebook("solutions", ASSIGNMENT, NOTEBOOK)
+    submissions = {
+        "solution": solution,
+        "blank": load_notebook("exercises", ASSIGNMENT, NOTEBOOK),
+    }
+    for student, (cell_id, source, _) in mutants.items():
+        submissions[student] = submission_with(solution, cell_id, source)
+    return autograde_all(tmp_path_factory.mktemp("course"), ASSIGNMENT, NOTEBOOK, submissions)
+
+
+def test_points_per_grade_cell(graded: dict[str, Graded]) -> None:
+    assert_points(graded_ok(graded["solution"], "solution", GRADE_CELLS), GRADE_CELLS)
+
+
+def test_solution_scores_full_marks(graded: dict[str, Graded]) -> None:
+    assert_full_marks(graded_ok(graded["solution"], "solution", GRADE_CELLS))
+
+
+def test_blank_exercise_scores_zero(graded: dict[str, Graded]) -> None:
+    assert_zero(graded_ok(graded["blank"], "blank", GRADE_CELLS))
+
+
+@pytest.mark.parametrize("student", MUTANT_NAMES)
+def test_mutant_loses_exactly_the_points_it_breaks(graded: dict[str, Graded],
+                                                   mutants: dict[str, Mutant],
+                                                   student: str) -> None:
+    entry = graded_ok(graded[student], student, GRADE_CELLS)
+    assert_loses_exactly(entry, student, mutants[student][2])
