@@ -35,4 +35,19 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) autograder/gradebook.db autograder/submitted autograder/autograded autograder/feedback
+	rm -rf $(VENV) autograder/gradebook.db autograder/submitted autograder/autograded autograder/feedback autograder/grades.csv build
+
+.PHONY: grade student-bundle
+
+## Instructors: grade the bundled sample submissions (correct, partial, blank, broken) with
+## faultline-grade: import the Canvas zip, autograde in sandboxes, feedback, Canvas CSV.
+grade: install
+	$(BIN)/python -m autograder.generate 01-availability
+	$(BIN)/faultline-grade import 01-availability autograder/samples/01-availability-canvas.zip --roster autograder/samples/roster.csv
+	$(BIN)/faultline-grade autograde 01-availability
+	$(BIN)/faultline-grade feedback 01-availability
+	$(BIN)/faultline-grade export 01-availability --roster autograder/samples/roster.csv --to autograder/grades.csv
+
+## The kit for learners (build/faultline-student.zip): no solutions/, hidden tests or grading command.
+student-bundle:
+	$(PYTHON) -m autograder.grade.bundle

@@ -53,3 +53,29 @@ def test_check_raises_reports_a_missing_or_wrong_exception():
 def test_check_that_uses_the_given_descriptions():
     with pytest.raises(CheckFailed, match="expected: at most 3 calls"):
         check_that(False, what="calls", expected="at most 3 calls", got=5, hint="stop earlier")
+
+
+def test_lying_numbers_and_containers_of_liars_are_refused():
+    class LyingInt(int):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
+
+    class Anything:
+        def __eq__(self, other):
+            return True
+
+    with pytest.raises(CheckFailed):
+        check(LyingInt(5), 7, what="an int subclass")
+    with pytest.raises(CheckFailed):
+        check_close(LyingInt(5), 7.0, what="an int subclass")
+    with pytest.raises(CheckFailed):
+        check([1, Anything()], [1, 2], what="a list holding a liar")
+    with pytest.raises(CheckFailed):
+        check({"a": Anything()}, {"a": 1}, what="a dict holding a liar")
+    check({"a": [1, 2.0]}, {"a": [1.0, 2]}, what="numbers mix inside containers")
+    check("text", "text", what="strings")
+def test_big_ints_compare_exactly():
+    with pytest.raises(CheckFailed):
+        check(10**20 + 1, 10**20, what="big ints")

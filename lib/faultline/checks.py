@@ -30,13 +30,36 @@ def _show(value: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+_NUMBERS = (int, float)
+
+
+def _strictly_equal(expected: Any, actual: Any) -> bool:
+    """Equal by the expected value's own rules, with exact types all the way down.
+
+    An answer cannot pass by being an object whose ``__eq__`` says yes to everything, nor
+    an ``int`` subclass that lies: only ``int`` and ``float`` compare as numbers, and
+    containers are compared element by element the same way.
+    """
+    if type(expected) in _NUMBERS:
+        if type(actual) not in _NUMBERS:
+            return False
+        if type(expected) is int and type(actual) is int:
+            return int.__eq__(expected, actual)  # exact, however large
+        return float(expected) == float(actual)
+    if type(actual) is not type(expected):
+        return False
+    if type(expected) in (list, tuple):
+        return len(expected) == len(actual) and all(
+            _strictly_equal(e, a) for e, a in zip(expected, actual, strict=True))
+    if type(expected) is dict:
+        return expected.keys() == actual.keys() and all(
+            _strictly_equal(expected[k], actual[k]) for k in expected)
+    return type(expected).__eq__(expected, actual) is True
+
+
 def check(actual: Any, expected: Any, *, what: str, hint: str = "") -> None:
-    """Fail unless ``actual == expected`` (and has the same type family for numbers)."""
-    same = type(actual) is type(expected) or (
-        isinstance(actual, int | float) and isinstance(expected, int | float)
-        and not isinstance(actual, bool) and not isinstance(expected, bool)
-    )
-    if not same or not bool(expected == actual):
+    """Fail unless ``actual`` equals ``expected`` with the same types (ints and floats mix)."""
+    if not _strictly_equal(expected, actual):
         raise _fail(what, _show(expected), _show(actual), hint)
 
 
@@ -45,7 +68,7 @@ def check_close(
     abs: float = 1e-12,
 ) -> None:
     """Fail unless ``actual`` is a real number within ``rel``/``abs`` of ``expected``."""
-    if isinstance(actual, bool) or not isinstance(actual, int | float):
+    if type(actual) not in _NUMBERS:  # exact types: a subclass could lie about its value
         raise _fail(what, f"a number close to {expected!r}", f"{_show(actual)} "
                     f"(a {type(actual).__name__})", hint)
     if not math.isclose(float(actual), expected, rel_tol=rel, abs_tol=abs):

@@ -1,0 +1,7 @@
+"""``python -m autograder.grade``: see ``autograder.grade.cli``."""
+
+import sys
+
+from autograder.grade.cli import main
+
+sys.exit(main())
