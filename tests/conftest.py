@@ -44,3 +44,10 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     else:
         run_virtual(pyfuncitem.obj(**kwargs))
     return True
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``mutant`` from a grading test class's ``MUTANTS`` (tests/grading.py)."""
+    mutants = getattr(metafunc.cls, "MUTANTS", None)
+    if "mutant" in metafunc.fixturenames and mutants is not None:
+        metafunc.parametrize("mutant", sorted(mutants))

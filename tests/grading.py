@@ -15,6 +15,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -128,3 +129,49 @@ def assert_loses_exactly(entry: Graded, student: str, broken: set[str]) -> None:
             wrong.append(f"{name}: scored {score} of {max_score}, expected {expected} "
                          f"({error_in(entry.notebook, name)})")
     assert not wrong, f"{student}:\n" + "\n".join(wrong)
+
+
+class GradingChecks:
+    """The checks every graded assignment gets. A test module subclasses it as
+    ``class TestGrading(GradingChecks)`` and sets the four class attributes; mutants are
+    parametrized by ``tests/conftest.py``. ``extra_submissions`` adds students of its own."""
+
+    ASSIGNMENT: ClassVar[str]
+    NOTEBOOK: ClassVar[str]
+    GRADE_CELLS: ClassVar[dict[str, float]]
+    MUTANTS: ClassVar[dict[str, Mutant]]
+
+    @classmethod
+    def extra_submissions(cls, solution: dict) -> dict[str, dict]:
+        return {}
+
+    @pytest.fixture(scope="class")
+    def graded(self, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Graded]:
+        """Autograde every submission once."""
+        cls = type(self)
+        solution = load_notebook("solutions", cls.ASSIGNMENT, cls.NOTEBOOK)
+        submissions = {
+            "solution": solution,
+            "blank": load_notebook("exercises", cls.ASSIGNMENT, cls.NOTEBOOK),
+            **cls.extra_submissions(solution),
+        }
+        for student, (cell_id, source, _) in cls.MUTANTS.items():
+            submissions[student] = submission_with(solution, cell_id, source)
+        return autograde_all(tmp_path_factory.mktemp("course"), cls.ASSIGNMENT, cls.NOTEBOOK,
+                             submissions)
+
+    def entry(self, graded: dict[str, Graded], student: str) -> Graded:
+        return graded_ok(graded[student], student, self.GRADE_CELLS)
+
+    def test_points_per_grade_cell(self, graded: dict[str, Graded]) -> None:
+        assert_points(self.entry(graded, "solution"), self.GRADE_CELLS)
+
+    def test_solution_scores_full_marks(self, graded: dict[str, Graded]) -> None:
+        assert_full_marks(self.entry(graded, "solution"))
+
+    def test_blank_exercise_scores_zero(self, graded: dict[str, Graded]) -> None:
+        assert_zero(self.entry(graded, "blank"))
+
+    def test_mutant_loses_exactly_the_points_it_breaks(self, graded: dict[str, Graded],
+                                                       mutant: str) -> None:
+        assert_loses_exactly(self.entry(graded, mutant), mutant, self.MUTANTS[mutant][2])

@@ -11,14 +11,9 @@ import pytest
 
 from tests.grading import (
     Graded,
+    GradingChecks,
     Mutant,
-    assert_full_marks,
     assert_loses_exactly,
-    assert_points,
-    assert_zero,
-    autograde_all,
-    graded_ok,
-    load_notebook,
     submission_with,
 )
 
@@ -158,39 +153,16 @@ def tampered(solution: dict) -> dict:
     return nb
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Graded]:
-    """Autograde every submission once."""
-    solution = load_notebook("solutions", ASSIGNMENT, NOTEBOOK)
-    submissions = {
-        "solution": solution,
-        "blank": load_notebook("exercises", ASSIGNMENT, NOTEBOOK),
-        "tampered": tampered(solution),
-    }
-    for student, (cell_id, source, _) in MUTANTS.items():
-        submissions[student] = submission_with(solution, cell_id, source)
-    return autograde_all(tmp_path_factory.mktemp("course"), ASSIGNMENT, NOTEBOOK, submissions)
+class TestGrading(GradingChecks):
+    ASSIGNMENT = ASSIGNMENT
+    NOTEBOOK = NOTEBOOK
+    GRADE_CELLS = GRADE_CELLS
+    MUTANTS = MUTANTS
 
+    @classmethod
+    def extra_submissions(cls, solution: dict) -> dict[str, dict]:
+        return {"tampered": tampered(solution)}
 
-def test_points_per_grade_cell(graded: dict[str, Graded]) -> None:
-    assert_points(graded_ok(graded["solution"], "solution", GRADE_CELLS), GRADE_CELLS)
-
-
-def test_solution_scores_full_marks(graded: dict[str, Graded]) -> None:
-    assert_full_marks(graded_ok(graded["solution"], "solution", GRADE_CELLS))
-
-
-def test_blank_exercise_scores_zero(graded: dict[str, Graded]) -> None:
-    assert_zero(graded_ok(graded["blank"], "blank", GRADE_CELLS))
-
-
-def test_deleted_and_edited_test_cells_are_restored(graded: dict[str, Graded]) -> None:
-    entry = graded_ok(graded["tampered"], "tampered", GRADE_CELLS)
-    assert_loses_exactly(entry, "tampered",
-                         {"serial_availability_validation", "parallel_availability_validation"})
-
-
-@pytest.mark.parametrize("student", sorted(MUTANTS))
-def test_mutant_loses_exactly_the_points_it_breaks(graded: dict[str, Graded], student: str) -> None:
-    entry = graded_ok(graded[student], student, GRADE_CELLS)
-    assert_loses_exactly(entry, student, MUTANTS[student][2])
+    def test_deleted_and_edited_test_cells_are_restored(self, graded: dict[str, Graded]) -> None:
+        assert_loses_exactly(self.entry(graded, "tampered"), "tampered",
+                             {"serial_availability_validation", "parallel_availability_validation"})

@@ -11,14 +11,9 @@ import pytest
 
 from tests.grading import (
     Graded,
+    GradingChecks,
     Mutant,
     assert_full_marks,
-    assert_loses_exactly,
-    assert_points,
-    assert_zero,
-    autograde_all,
-    graded_ok,
-    load_notebook,
     submission_with,
 )
 
@@ -242,39 +237,15 @@ PLAN = {"gateway->orders": (1.0, 1), "orders->payments": (0.05, 3)}
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Graded]:
-    """Autograde every submission once."""
-    solution = load_notebook("solutions", ASSIGNMENT, NOTEBOOK)
-    submissions = {
-        "solution": solution,
-        "blank": load_notebook("exercises", ASSIGNMENT, NOTEBOOK),
-        "correct_deadline_rewritten": submission_with(solution, "Deadline", DEADLINE),
-    }
-    for student, (cell_id, source, _) in MUTANTS.items():
-        submissions[student] = submission_with(solution, cell_id, source)
-    return autograde_all(tmp_path_factory.mktemp("course"), ASSIGNMENT, NOTEBOOK, submissions)
+class TestGrading(GradingChecks):
+    ASSIGNMENT = ASSIGNMENT
+    NOTEBOOK = NOTEBOOK
+    GRADE_CELLS = GRADE_CELLS
+    MUTANTS = MUTANTS
 
+    @classmethod
+    def extra_submissions(cls, solution: dict) -> dict[str, dict]:
+        return {"correct_deadline_rewritten": submission_with(solution, "Deadline", DEADLINE)}
 
-def test_points_per_grade_cell(graded: dict[str, Graded]) -> None:
-    assert_points(graded_ok(graded["solution"], "solution", GRADE_CELLS), GRADE_CELLS)
-
-
-def test_solution_scores_full_marks(graded: dict[str, Graded]) -> None:
-    assert_full_marks(graded_ok(graded["solution"], "solution", GRADE_CELLS))
-
-
-def test_blank_exercise_scores_zero(graded: dict[str, Graded]) -> None:
-    assert_zero(graded_ok(graded["blank"], "blank", GRADE_CELLS))
-
-
-def test_the_mutants_base_deadline_is_correct(graded: dict[str, Graded]) -> None:
-    entry = graded_ok(graded["correct_deadline_rewritten"], "correct_deadline_rewritten",
-                      GRADE_CELLS)
-    assert_full_marks(entry)
-
-
-@pytest.mark.parametrize("student", sorted(MUTANTS))
-def test_mutant_loses_exactly_the_points_it_breaks(graded: dict[str, Graded], student: str) -> None:
-    entry = graded_ok(graded[student], student, GRADE_CELLS)
-    assert_loses_exactly(entry, student, MUTANTS[student][2])
+    def test_the_mutants_base_deadline_is_correct(self, graded: dict[str, Graded]) -> None:
+        assert_full_marks(self.entry(graded, "correct_deadline_rewritten"))

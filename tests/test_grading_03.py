@@ -11,16 +11,9 @@ from __future__ import annotations
 import pytest
 
 from tests.grading import (
-    Graded,
+    GradingChecks,
     Mutant,
-    assert_full_marks,
-    assert_loses_exactly,
-    assert_points,
-    assert_zero,
-    autograde_all,
-    graded_ok,
     load_notebook,
-    submission_with,
 )
 
 pytestmark = [
@@ -180,31 +173,8 @@ class RetryBudget(faultline.retry.RetryBudget):
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Graded]:
-    """Autograde every submission once."""
-    submissions = {
-        "solution": SOLUTION,
-        "blank": load_notebook("exercises", ASSIGNMENT, NOTEBOOK),
-    }
-    for student, (cell_id, source, _) in MUTANTS.items():
-        submissions[student] = submission_with(SOLUTION, cell_id, source)
-    return autograde_all(tmp_path_factory.mktemp("course"), ASSIGNMENT, NOTEBOOK, submissions)
-
-
-def test_points_per_grade_cell(graded: dict[str, Graded]) -> None:
-    assert_points(graded_ok(graded["solution"], "solution", GRADE_CELLS), GRADE_CELLS)
-
-
-def test_solution_scores_full_marks(graded: dict[str, Graded]) -> None:
-    assert_full_marks(graded_ok(graded["solution"], "solution", GRADE_CELLS))
-
-
-def test_blank_exercise_scores_zero(graded: dict[str, Graded]) -> None:
-    assert_zero(graded_ok(graded["blank"], "blank", GRADE_CELLS))
-
-
-@pytest.mark.parametrize("student", sorted(MUTANTS))
-def test_mutant_loses_exactly_the_points_it_breaks(graded: dict[str, Graded], student: str) -> None:
-    entry = graded_ok(graded[student], student, GRADE_CELLS)
-    assert_loses_exactly(entry, student, MUTANTS[student][2])
+class TestGrading(GradingChecks):
+    ASSIGNMENT = ASSIGNMENT
+    NOTEBOOK = NOTEBOOK
+    GRADE_CELLS = GRADE_CELLS
+    MUTANTS = MUTANTS

@@ -234,6 +234,8 @@ async def test_middlewares_and_interceptors_see_every_request_and_every_attempt(
 
     async def client_side(send, request):
         seen.append(("attempt", request.path))
+        assert request.target == {"/charge": "payments", "/reserve": "inventory",
+                                  "/send": "email"}[request.path]
         return await send(request)
 
     async def retry_once(send, request):

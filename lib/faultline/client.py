@@ -70,7 +70,7 @@ class Client:
         ``X-Deadline-Ms`` and bounds the wait: ``DeadlineExceeded`` once it has passed.
         """
         deadline = deadline if deadline is not None else current_deadline.get()
-        request = Request(method.upper(), path, json, dict(headers or {}))
+        request = Request(method.upper(), path, json, dict(headers or {}), target=target)
         send: Send = self._network_send(target, raise_for_status, deadline)
         chain = self._wrappers.get(target) or self._wrappers.get("*", ())
         for wrapper in reversed(chain):

@@ -14,12 +14,17 @@ PATH_HEADER = "X-Faultline-Path"  # the services a request went through, comma-s
 
 @dataclass(frozen=True)
 class Request:
-    """An HTTP-shaped request: method, path, JSON body and headers."""
+    """An HTTP-shaped request: method, path, JSON body and headers.
+
+    ``target`` names the service a client is sending it to (for wrappers, interceptors and
+    metrics); it is not sent on the wire.
+    """
 
     method: str
     path: str
     json: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    target: str = ""
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """A header's value, matching the name case-insensitively as HTTP does."""

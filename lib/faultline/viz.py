@@ -1168,3 +1168,112 @@ def pool_sizing(
 def _share_label(value: float, _pos: object = None) -> str:
     """A share of 1 as a percentage without float noise: 0.01 %, 2.5 %, 100 %."""
     return f"{value * 100:.4g} %"
+
+
+# --- tracing: one trace as a waterfall (module 06) ---------------------------------------
+
+_SHOP_ORDER = ("gateway", "orders", "inventory", "payments", "email", "login")
+
+
+def _service_colours(services: Iterable[str]) -> dict[str, str]:
+    """A fixed colour per shop service (the same in every plot), then the others by name."""
+    names = sorted(set(services), key=lambda s: (s not in _SHOP_ORDER,
+                                                 _SHOP_ORDER.index(s) if s in _SHOP_ORDER
+                                                 else 0, s))
+    known = [s for s in _SHOP_ORDER if s in names]
+    others = [s for s in names if s not in _SHOP_ORDER]
+    palette = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+    colours = {s: palette[_SHOP_ORDER.index(s) % len(palette)] for s in known}
+    for i, s in enumerate(others):
+        colours[s] = palette[(len(_SHOP_ORDER) + i) % len(palette)]
+    return colours
+
+
+def _uncovered(start: float, end: float, covers: Iterable[tuple[float, float]]
+               ) -> list[tuple[float, float]]:
+    """The parts of [start, end] that no interval in ``covers`` overlaps."""
+    gaps, cursor = [], start
+    for a, b in sorted((max(a, start), min(b, end)) for a, b in covers):
+        if b <= a:
+            continue
+        if a > cursor:
+            gaps.append((cursor, a))
+        cursor = max(cursor, b)
+    if cursor < end:
+        gaps.append((cursor, end))
+    return gaps
+
+
+def waterfall(spans: Iterable[Any], title: str | None = None, *, ax: Axes | None = None,
+              show_bottleneck: bool = True) -> Axes:
+    """One trace as a waterfall: a bar per span, children under their parent, indented.
+
+    The solid part of a bar is the span's own work (self time); the pale part is time spent
+    waiting on its children, so a glance tells "slow here" from "slow further down". Bars
+    are coloured by service; client spans (a call on its way) are thinner; a failed span is
+    outlined in vermilion with its status.
+    """
+    from faultline.tracing import bottleneck, self_times, span_self_time, trace_tree
+
+    spans = list(spans)
+    if not spans:
+        raise ValueError("spans must not be empty: give the spans of one trace")
+    ordered = trace_tree(spans)
+    origin = min(s.start for s in spans)
+    end = max(s.end for s in spans)
+    children: dict[str, list[Any]] = {}
+    for s in spans:
+        if s.parent_id is not None:
+            children.setdefault(s.parent_id, []).append(s)
+    colours = _service_colours(s.service for s in spans)
+    if ax is None:
+        ax = _new_axes((9.0, 0.9 + 0.34 * len(ordered)))
+    _tidy(ax)
+    ax.grid(True, axis="x", color=GRID, linewidth=0.8)
+    ax.grid(False, axis="y")
+    span_ms = max((end - origin) * 1000.0, 1e-9)
+    for row, (_depth, s) in enumerate(ordered):
+        colour = colours[s.service]
+        height = 0.42 if s.kind == "client" else 0.72
+        left = (s.start - origin) * 1000.0
+        width = s.duration * 1000.0
+        ax.barh(row, width, left=left, height=height, color=colour, alpha=0.28, linewidth=0)
+        mine = children.get(s.span_id, [])
+        for a, b in _uncovered(s.start, s.end, [(c.start, c.end) for c in mine]):
+            ax.barh(row, (b - a) * 1000.0, left=(a - origin) * 1000.0, height=height,
+                    color=colour, linewidth=0)
+        if s.failed:
+            ax.barh(row, width, left=left, height=height, fill=False,
+                    edgecolor=FAIL_COLOUR, linewidth=1.6)
+        own = span_self_time(s, mine) * 1000.0
+        note = f"{_ms(width)}" + (f" (self {_ms(own)})" if mine else "")
+        if s.failed:
+            note += f"  ✗ {s.status if s.status is not None else s.error}"
+        ax.text(left + width + span_ms * 0.01, row, note, va="center", fontsize=8,
+                color=FAIL_COLOUR if s.failed else INK)
+    ax.set_yticks(range(len(ordered)))
+    names = [f"{'  ' * d}{s.name if s.kind == 'client' else f'{s.service}  {s.name}'}"
+             for d, s in ordered]
+    ax.set_yticklabels(names, fontsize=9, fontfamily="monospace", color=INK)
+    # left-aligned, so the indentation shows the tree (monospace: ~0.6 em per character)
+    ax.tick_params(axis="y", length=0, pad=8 + 0.66 * 9 * max(len(n) for n in names))
+    for label in ax.get_yticklabels():
+        label.set_horizontalalignment("left")
+    ax.set_ylim(len(ordered) - 0.5, -0.5)
+    ax.set_xlim(0, span_ms * 1.3)
+    ax.set_xlabel("time since the trace started (ms)", color=INK)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in colours]
+    labels = list(colours)
+    handles += [plt.Rectangle((0, 0), 1, 1, color="#777777"),
+                plt.Rectangle((0, 0), 1, 1, color="#777777", alpha=0.28)]
+    labels += ["own work (self time)", "waiting on its calls"]
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.5 / len(ordered)
+                                                                    - 0.08),
+              frameon=False, fontsize=8, ncols=min(4, len(labels)))
+    subtitle = ""
+    if show_bottleneck and len({s.trace_id for s in spans}) == 1:
+        name = bottleneck(spans)
+        subtitle = (f"{_ms(span_ms)} end to end; most self time: {name} "
+                    f"({_ms(self_times(spans)[name] * 1000.0)})")
+    _title(ax, title or "One trace as a waterfall", subtitle)
+    return ax
