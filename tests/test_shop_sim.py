@@ -252,3 +252,11 @@ async def test_middlewares_and_interceptors_see_every_request_and_every_attempt(
     attempts = [s for s in seen if s == ("attempt", "/charge")]
     assert len(attempts) == 2  # the interceptor sits inside the retry
     assert [s for s in seen if s[0] == "answered"] == [("answered", 503), ("answered", 200)]
+
+
+def test_events_due_at_the_same_moment_apply_in_schedule_order():
+    order = []
+    events = [(5.0, lambda shop, i=i: order.append(i)) for i in range(20)]
+    events.insert(0, (7.0, lambda shop: order.append("later")))
+    fl.simulate(duration=10, rates={"login": 1}, seed=1, events=events)
+    assert order == [*range(20), "later"]

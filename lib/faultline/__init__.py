@@ -105,7 +105,7 @@ __all__ = [
     "with_timeout",
 ]
 
-_LAZY = {"viz", "widgets", "checks", "breaker_widget", "tracing"}
+_LAZY = {"viz", "widgets", "checks", "breaker_widget", "tracing", "chaos"}
 
 
 def __getattr__(name: str) -> Any:

@@ -96,11 +96,16 @@ def simulate(
         if setup is not None:
             setup(shop)
 
-        async def apply(at: float, action: Callable[[Shop], Any]) -> None:
-            await asyncio.sleep(at)
-            action(shop)
+        async def apply_in_order() -> None:
+            # One task, in schedule order: events due at the same moment keep their order
+            # (separate timers for one instant would fire in no guaranteed order).
+            loop = asyncio.get_running_loop()
+            origin = loop.time()
+            for at, action in sorted(events, key=lambda event: event[0]):
+                await asyncio.sleep(max(0.0, origin + at - loop.time()))
+                action(shop)
 
-        schedule = [asyncio.ensure_future(apply(at, action)) for at, action in events]
+        schedule = [asyncio.ensure_future(apply_in_order())]
         if report:
             schedule.append(asyncio.ensure_future(_tick(report, duration)))
         runs = [
