@@ -146,9 +146,9 @@ class GradingChecks:
         return {}
 
     @pytest.fixture(scope="class")
-    def graded(self, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Graded]:
+    @classmethod
+    def graded(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Graded]:
         """Autograde every submission once."""
-        cls = type(self)
         solution = load_notebook("solutions", cls.ASSIGNMENT, cls.NOTEBOOK)
         submissions = {
             "solution": solution,
