@@ -108,6 +108,10 @@ def main() -> int:
             stock_scores = {(s.student.id, a): s.score for a in assignments
                             for s in gb.find_assignment(a).submissions}
         same = sum(stock_scores.get(k) == v for k, v in total_ours.items())
+        for key, score in sorted(total_ours.items()):
+            if stock_scores.get(key) != score:
+                print(f"  differs: {key[0]} {key[1]}: faultline-grade {score}, "
+                      f"stock {stock_scores.get(key)}")
         print(f"speed-up {stock_s / ours_s:.1f}x; same score for {same} of {len(total_ours)} "
               "submissions")
     return 0
