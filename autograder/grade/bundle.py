@@ -25,6 +25,7 @@ EXCLUDE = [
     "autograder/feedback/*", "autograder/roster.csv", "autograder/grades.csv",
     "tests/grading.py", "tests/test_grading_*.py", "tests/test_hostile.py",
     "tests/test_grade_cli.py", "tests/test_nbgrader_pipeline.py",
+    "tests/test_jupyterhub.py",  # moves solutions/01 through a hub
     "bench/autograde_speed.py",
     ".ci/*", ".nbgrader.log",
 ]

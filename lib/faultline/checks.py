@@ -78,13 +78,17 @@ def check_close(
 def check_raises(
     error: type[BaseException] | tuple[type[BaseException], ...],
     fn: Callable[..., Any], *args: Any, what: str, hint: str = "", **kwargs: Any,
-) -> BaseException:
-    """Fail unless ``fn(*args, **kwargs)`` raises ``error``; return the raised exception."""
+) -> None:
+    """Fail unless ``fn(*args, **kwargs)`` raises ``error``.
+
+    Returns nothing, so a grade cell ending in a check has no output (nbgrader warns about
+    grade cells whose output is a value).
+    """
     names = " or ".join(e.__name__ for e in (error if isinstance(error, tuple) else (error,)))
     try:
         result = fn(*args, **kwargs)
-    except error as raised:
-        return raised
+    except error:
+        return
     except Exception as other:
         raise _fail(what, f"{names} to be raised", f"{type(other).__name__}: {other}",
                     hint) from other
