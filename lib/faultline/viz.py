@@ -1277,3 +1277,43 @@ def waterfall(spans: Iterable[Any], title: str | None = None, *, ax: Axes | None
                     f"({_ms(self_times(spans)[name] * 1000.0)})")
     _title(ax, title or "One trace as a waterfall", subtitle)
     return ax
+
+
+# --- service mesh: two proxies, one scenario -------------------------------------------------
+
+def proxy_bars(counts: Mapping[str, Mapping[str, int | float]], title: str | None = None,
+               ax: Axes | None = None, *, subtitle: str = "") -> Axes:
+    """Grouped horizontal bars: one group per behaviour, one bar per proxy, counts printed.
+
+    ``counts`` maps a behaviour ("retries", "timeouts answered 504", ...) to
+    ``{proxy: count}``, e.g. from ``faultline.meshlab.Comparison.counts``.
+    """
+    counts = {str(what): dict(values) for what, values in counts.items()}
+    if not counts:
+        raise ValueError("counts must not be empty")
+    proxies = list(dict.fromkeys(p for values in counts.values() for p in values))
+    for what, values in counts.items():
+        for proxy, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{what!r} / {proxy!r}: count must be >= 0, got {value!r}")
+    whats = list(counts)
+    ax = ax if ax is not None else _new_axes((8.5, 0.3 * len(whats) * len(proxies) + 1.3))
+    _tidy(ax)
+    ax.grid(False, axis="y")
+    height = 0.8 / len(proxies)
+    highest = max([v for values in counts.values() for v in values.values()] + [1])
+    for i, proxy in enumerate(proxies):
+        ys = [j + (i - (len(proxies) - 1) / 2) * height for j in range(len(whats))]
+        xs = [counts[w].get(proxy, 0) for w in whats]
+        ax.barh(ys, xs, height=height * 0.9, color=SERIES_COLOURS[i % len(SERIES_COLOURS)],
+                label=proxy)
+        for x, y in zip(xs, ys, strict=True):
+            ax.annotate(f"{x:g}", (x, y), xytext=(3, 0), textcoords="offset points",
+                        ha="left", va="center", fontsize=8, color=INK)
+    ax.set_yticks(range(len(whats)), whats)
+    ax.invert_yaxis()
+    ax.set_xlim(0, highest * 1.12)
+    ax.set_xlabel("count", color=INK)
+    ax.legend(loc="lower right", frameon=False, fontsize=9)
+    _title(ax, title or "Two proxies, one policy, one fault scenario", subtitle)
+    return ax
