@@ -1,8 +1,9 @@
 """Faultline: toy microservices that fail on command, and the patterns that survive them.
 
 ``import faultline as fl`` gives the shop (live over HTTP, or simulated in virtual time),
-fault injection, load generators, SLO maths and time; ``fl.viz`` and ``fl.widgets`` load
-matplotlib and ipywidgets on first use.
+fault injection, load generators, SLO maths and time, the sidecar and its policy;
+``fl.viz``, ``fl.widgets``, ``fl.mesh``, ``fl.mtls`` and ``fl.envoy`` load their heavier
+dependencies (matplotlib, ipywidgets, cryptography, the Envoy binary) on first use.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from faultline.faults import (
 from faultline.live import LiveShop, compare_local_and_network, start_shop, stop_shop
 from faultline.load import Record, closed_loop, open_loop
 from faultline.messages import Request, Response
+from faultline.policy import SidecarPolicy
 from faultline.retry import RetryBudget, RetryPolicy, backoff_delay
 from faultline.services import ROUTES, SERVICES, Shop, Work
+from faultline.sidecar import make_sidecar, sidecar_metrics, start_sidecar
 from faultline.sim import SimShop, simulate
 from faultline.slo import (
     budget_remaining,
@@ -79,6 +82,7 @@ __all__ = [
     "RetryPolicy",
     "Script",
     "Shop",
+    "SidecarPolicy",
     "SimShop",
     "Slow",
     "UpstreamError",
@@ -93,19 +97,23 @@ __all__ = [
     "error_budget",
     "fault_from_dict",
     "little_pool_size",
+    "make_sidecar",
     "open_loop",
     "parallel_availability",
     "percentile",
     "run_virtual",
     "serial_availability",
+    "sidecar_metrics",
     "simulate",
     "start_shop",
+    "start_sidecar",
     "stop_shop",
     "summarize",
     "with_timeout",
 ]
 
-_LAZY = {"viz", "widgets", "checks", "breaker_widget", "tracing", "chaos"}
+_LAZY = {"viz", "widgets", "checks", "breaker_widget", "tracing", "chaos",
+         "mesh", "mtls", "envoy", "meshlab"}
 
 
 def __getattr__(name: str) -> Any:
