@@ -67,7 +67,8 @@ async def serve(app: web.Application, *,
         finally:
             running.discard(task)
 
-    app.middlewares.insert(0, track)
+    if not app.frozen:  # an app served before keeps its middlewares as they are
+        app.middlewares.insert(0, track)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     try:
@@ -169,10 +170,12 @@ async def fetch(url: str, method: str = "GET", *, headers: Mapping[str, str] | N
                 timeout: float = 3.0) -> Answer:
     """One request on a fresh connection; connection failures raise ``aiohttp.ClientError``.
 
+    ``ssl_context`` is used for ``https://`` URLs (``None``: the system's default checks).
+
     ``timeout`` (seconds, whole request) raises ``TimeoutError``, so a test never waits
     for long on a server that never answers.
     """
-    connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else False,
+    connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True,
                                      force_close=True)
     start = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
