@@ -41,7 +41,11 @@ lint: install
 clean:
 	rm -rf $(VENV) autograder/gradebook.db autograder/submitted autograder/autograded autograder/feedback autograder/grades.csv build
 
-.PHONY: grade student-bundle bench
+.PHONY: grade student-bundle bench screenshots
+
+## Refresh the README's screenshots (docs/screenshots/) from the browser tests.
+screenshots: install
+	FAULTLINE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_browser.py
 
 ## Benchmarks (not tests): the reference patterns against peer libraries, virtual time,
 ## notebook and autograde speed. Installs the peer libraries first.
