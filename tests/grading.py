@@ -3,15 +3,18 @@
 Each of those declares its assignment's grade cells and its wrong implementations
 (mutants), and gets the same checks: the solution scores full marks, the untouched
 exercise 0 automatic points without crashing, and each mutant loses exactly the points of
-the grade cells whose behaviour it breaks. Every submission of one assignment is graded in
-one temporary nbgrader course, in this one process (``NbGraderAPI``).
+the grade cells whose behaviour it breaks. The submissions of one assignment are shared
+among ``GRADING_JOBS`` worker processes (one per core), each grading its share in a
+temporary nbgrader course of its own with ``NbGraderAPI``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,8 @@ import pytest
 from autograder.generate import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# Grading is CPU-bound (a kernel per submission): one worker per core, at most 2 here.
+GRADING_JOBS = max(1, min(2, os.cpu_count() or 1))
 
 # Mutant: (answer cell grade_id to replace, its new source, the grade cells it must fail).
 Mutant = tuple[str, str, set[str]]
@@ -50,12 +55,48 @@ def submission_with(base: dict, cell_id: str, source: str) -> dict:
 
 
 def autograde_all(root: Path, assignment: str, notebook: str,
-                  submissions: dict[str, dict]) -> dict[str, Graded]:
-    """Generate ``assignment`` in a course at ``root`` and autograde every submission."""
+                  submissions: dict[str, dict], jobs: int = GRADING_JOBS) -> dict[str, Graded]:
+    """Autograde every submission of ``assignment``, in ``jobs`` worker processes.
+
+    Worker k grades every jobs-th submission in a course of its own under ``root/k``; the
+    reports are merged. With one job the grading runs in this process.
+    """
+    students = list(submissions)
+    shares = [students[k::jobs] for k in range(jobs) if students[k::jobs]]
+    if len(shares) <= 1:
+        return grade_share(root / "0", assignment, notebook, submissions)
+    workers = []
+    with contextlib.ExitStack() as logs:
+        for k, share in enumerate(shares):
+            job = root / f"job{k}.json"
+            job.write_text(json.dumps({"root": str(root / str(k)), "assignment": assignment,
+                                       "notebook": notebook,
+                                       "submissions": {s: submissions[s] for s in share}}))
+            log = logs.enter_context(job.with_suffix(".log").open("wb"))
+            workers.append((job, subprocess.Popen(
+                [sys.executable, "-m", "tests.grading", str(job)], cwd=ROOT, stdout=log,
+                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})))
+        statuses = [process.wait() for _, process in workers]
+    report: dict[str, Graded] = {}
+    for (job, _), status in zip(workers, statuses, strict=True):
+        answer = job.with_suffix(".out.json")
+        output = job.with_suffix(".log").read_text(errors="replace")[-4000:]
+        assert status == 0 and answer.exists(), (
+            f"the grading worker for {job.name} failed (exit status {status}):\n{output}")
+        for student, entry in json.loads(answer.read_text()).items():
+            report[student] = Graded(entry["result"], Path(entry["notebook"]),
+                                     {n: tuple(g) for n, g in entry["grades"].items()})
+    return {student: report[student] for student in students}
+
+
+def grade_share(root: Path, assignment: str, notebook: str,
+                submissions: dict[str, dict]) -> dict[str, Graded]:
+    """Generate ``assignment`` in a course at ``root`` and autograde these submissions."""
     from nbgrader.api import Gradebook
     from nbgrader.apps import NbGraderAPI
 
     bindir = str(Path(sys.executable).parent)  # nbgrader runs alembic from PATH
+    root.mkdir(parents=True, exist_ok=True)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PATH", bindir, prepend=os.pathsep)
         shutil.copytree(ROOT / "solutions" / assignment, root / "solutions" / assignment)
@@ -85,6 +126,19 @@ def autograde_all(root: Path, assignment: str, notebook: str,
                     entry.grades = {g.name: (g.score, g.auto_score, g.max_score)
                                     for g in submitted.grades}
     return report
+
+
+def _worker(job_file: str) -> None:
+    """Grade the share of submissions described in ``job_file``; write ``*.out.json``."""
+    job = Path(job_file)
+    spec = json.loads(job.read_text())
+    report = grade_share(Path(spec["root"]), spec["assignment"], spec["notebook"],
+                         spec["submissions"])
+    job.with_suffix(".out.json").write_text(json.dumps({
+        student: {"result": {k: v for k, v in entry.result.items()
+                             if isinstance(v, str | int | float | bool | None)},
+                  "notebook": str(entry.notebook), "grades": entry.grades}
+        for student, entry in report.items()}))
 
 
 def error_in(notebook: Path, grade_id: str) -> str:
@@ -175,3 +229,7 @@ class GradingChecks:
     def test_mutant_loses_exactly_the_points_it_breaks(self, graded: dict[str, Graded],
                                                        mutant: str) -> None:
         assert_loses_exactly(self.entry(graded, mutant), mutant, self.MUTANTS[mutant][2])
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])
