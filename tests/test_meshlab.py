@@ -11,7 +11,9 @@ from faultline.meshlab import (
     SCENARIO_POLICY,
     Scenario,
     compare_proxies,
+    envoy_fault_injection,
     fault_tour,
+    overload_burst,
     retry_multiplication,
 )
 from faultline.policy import SidecarPolicy
@@ -115,3 +117,30 @@ def test_proxy_bars_draws_one_bar_per_proxy_and_behaviour():
         proxy_bars({"retries": {"x": -1}})
     with pytest.raises(ValueError, match="must not be empty"):
         proxy_bars({})
+
+
+async def test_a_burst_over_max_concurrent_is_turned_away_at_once_and_counted():
+    async with LiveShop(seed=1) as shop:
+        ours = await overload_burst("sidecar", shop=shop, max_concurrent=2, burst=8, work=0.5)
+        envoy = await overload_burst("envoy", shop=shop, max_concurrent=2, burst=8, work=0.5)
+    # Ours lets exactly two in and refuses the other six at once, and counts them.
+    assert (ours.served, ours.overloaded, ours.count) == (2, 6, 6)
+    assert sorted(ours.statuses) == [200] * 2 + [503] * 6
+    # Envoy lets two in and queues up to two more for a connection (max_pending_requests):
+    # how many of those it queues depends on when its connections come up.
+    assert 2 <= envoy.served <= 4
+    assert envoy.overloaded == envoy.count == 8 - envoy.served
+    assert sorted(envoy.statuses) == [200] * envoy.served + [503] * envoy.overloaded
+
+
+async def test_envoy_fault_filter_breaks_calls_in_the_mesh_and_its_aborts_are_not_retried():
+    async with LiveShop(seed=1) as shop:
+        result = await envoy_fault_injection(shop=shop, requests=200, abort_percent=25,
+                                             delay_percent=25, delay_seconds=0.01)
+    aborted = result.statuses.get(503, 0)
+    assert aborted == result.aborts_injected
+    assert result.statuses.get(200, 0) == result.served == 200 - aborted
+    assert result.retries == 0  # the fault filter answers before the router: no retry
+    # 25 % of 200, well within 5 standard deviations (sd ≈ 6.1)
+    assert 20 <= result.aborts_injected <= 80
+    assert 20 <= result.delays_injected <= 80

@@ -5,7 +5,8 @@ service, sends the same traffic through it (GETs and POSTs while 30 % of request
 with 503, then a phase where the service hangs) and returns one row per behaviour: our
 sidecar's metric beside the Envoy stat that counts the same thing, and what the service
 itself saw. ``retry_multiplication`` measures what happens when an application that
-retries calls through a proxy that retries too.
+retries calls through a proxy that retries too; ``overload_burst`` what each proxy does
+with more requests than it lets in flight; ``envoy_fault_injection`` Envoy's own faults.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import aiohttp
 
 from faultline.envoy import EnvoyProxy
 from faultline.errors import UpstreamError
-from faultline.faults import ErrorRate, Fault, Hang, Script
+from faultline.faults import ErrorRate, Fault, Hang, Latency, Script
 from faultline.live import LiveShop
 from faultline.messages import Request, Response
 from faultline.policy import SidecarPolicy
@@ -32,13 +33,17 @@ from faultline.sidecar import ATTEMPT_COUNT_HEADER, start_sidecar
 __all__ = [
     "PROXIES",
     "SCENARIO_POLICY",
+    "Burst",
     "Comparison",
+    "InjectedFaults",
     "ProxyRun",
     "Row",
     "Scenario",
     "TourStep",
     "compare_proxies",
+    "envoy_fault_injection",
     "fault_tour",
+    "overload_burst",
     "retry_multiplication",
     "running_proxy",
 ]
@@ -387,3 +392,81 @@ async def fault_tour(url: str, shop: LiveShop, *, breaker_requests: int = 8
                                   tuple(tries), slowest, body))
         shop.faults.clear(SERVICE)
     return steps
+
+
+OVERLOADED_HEADERS = {"sidecar": "x-sidecar-overloaded", "envoy": "x-envoy-overloaded"}
+OVERFLOW_COUNTERS = {"sidecar": "overflow",
+                     "envoy": "cluster.upstream.upstream_rq_pending_overflow"}
+
+
+@dataclass(frozen=True)
+class Burst:
+    """A burst of simultaneous GETs through a proxy that limits the requests in flight."""
+
+    proxy: str
+    statuses: tuple[int, ...]
+    overloaded: int  # answered 503 at once, marked as overloaded by the proxy
+    served: int  # requests the service received
+    counter: str  # the proxy's own count of the requests it turned away
+    count: int
+
+
+async def overload_burst(proxy: str, *, shop: LiveShop, max_concurrent: int = 2,
+                         burst: int = 8, work: float = 1.0) -> Burst:
+    """Send ``burst`` GETs at once through ``proxy`` with ``max_concurrent``, while every
+    request takes the service ``work`` seconds: who is served, who is turned away at once."""
+    policy = SidecarPolicy(timeout=4 * work, max_retries=0, retry_budget_ratio=None,
+                           breaker_consecutive_failures=None, max_concurrent=max_concurrent)
+    service = shop.service(SERVICE)
+    shop.faults.inject(SERVICE, Latency(work))
+    try:
+        async with running_proxy(proxy, shop.url(SERVICE), policy) as running, \
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10 * work)) as session:
+
+            async def one() -> tuple[int, bool]:
+                async with session.get(running.url + ROUTES["GET"]) as answer:
+                    await answer.read()
+                    return answer.status, answer.headers.get(OVERLOADED_HEADERS[proxy]) == "true"
+
+            before = service.received
+            answers = await asyncio.gather(*(one() for _ in range(burst)))
+            served = service.received - before
+            counters = await running.counters()
+    finally:
+        shop.faults.clear(SERVICE)
+    counter = OVERFLOW_COUNTERS[proxy]
+    return Burst(proxy, tuple(s for s, _ in answers), sum(o for _, o in answers), served,
+                 counter, int(counters.get(counter, 0)))
+
+
+@dataclass(frozen=True)
+class InjectedFaults:
+    """What Envoy's fault filter did to ``requests`` GETs, and what the service saw."""
+
+    requests: int
+    statuses: dict[int, int]
+    aborts_injected: int  # Envoy's stat http.sidecar.fault.aborts_injected
+    delays_injected: int  # Envoy's stat http.sidecar.fault.delays_injected
+    served: int  # requests the service received
+    retries: int  # Envoy's stat cluster.upstream.upstream_rq_retry
+
+
+async def envoy_fault_injection(*, shop: LiveShop, requests: int = 100,
+                                abort_percent: float = 20, delay_percent: float = 20,
+                                delay_seconds: float = 0.05) -> InjectedFaults:
+    """Break calls in the mesh, not in the service: Envoy's HTTP fault filter aborts
+    ``abort_percent`` % of requests with 503 and delays ``delay_percent`` % of them."""
+    faults = {"abort_percent": abort_percent, "abort_status": 503,
+              "delay_percent": delay_percent, "delay_seconds": delay_seconds}
+    service = shop.service(SERVICE)
+    async with EnvoyProxy(SidecarPolicy(), shop.url(SERVICE), faults=faults) as envoy, \
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        statuses: Counter[int] = Counter()
+        before = service.received
+        await _send_all(session, envoy.url, ["GET"] * requests, 10, statuses)
+        served = service.received - before
+        fault = await envoy.stats("http.sidecar.fault.")
+        upstream = await envoy.stats("cluster.upstream.")
+    return InjectedFaults(requests, dict(sorted(statuses.items())),
+                          fault.get("aborts_injected", 0), fault.get("delays_injected", 0),
+                          served, upstream.get("upstream_rq_retry", 0))
