@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install lab test exercises lint clean
+.PHONY: install lab test chromium exercises lint clean
 
 install: $(STAMP)
 
@@ -27,9 +27,26 @@ $(STAMP): pyproject.toml
 lab: install
 	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=$(CURDIR) course/00-start-here.ipynb
 
-## Run the whole test suite: library, notebooks, nbgrader pipeline, lint.
-test: install
+## Run the whole test suite: library, notebooks, nbgrader pipeline, lint, the course in
+## a browser, Binder, JupyterHub.
+test: install chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The browser tests drive Debian's Chromium (Playwright's own browser download is not
+## used): install it with apt-get when it is missing and we may, else say so plainly.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+		if command -v apt-get >/dev/null 2>&1 && $$SUDO true 2>/dev/null; then \
+			echo "Installing Debian's chromium for the browser tests (apt-get)"; \
+			$$SUDO apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+		else \
+			echo "NOTE: Chromium not found at $(CHROMIUM), so tests/test_browser.py will fail."; \
+			echo "      Install it with: sudo apt-get install -y chromium"; \
+		fi; \
+	fi
 
 ## Regenerate exercises/ from solutions/ with nbgrader (instructors).
 exercises: install
