@@ -28,6 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # Grading is CPU-bound (a kernel per submission): one worker per core, at most 2 here.
 GRADING_JOBS = max(1, min(2, os.cpu_count() or 1))
 
+# Every grading test module: pytestmark = GRADING_MARKS
+GRADING_MARKS = [
+    pytest.mark.slow,
+    # nbgrader's own gradebook code warns about its session handling; not ours to fix
+    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
+    # ...and the test cells it puts back (add_missing_cells) have no cell id
+    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
+]
+
 # Mutant: (answer cell grade_id to replace, its new source, the grade cells it must fail).
 Mutant = tuple[str, str, set[str]]
 

@@ -7,9 +7,8 @@ every submission autograded in this one process through ``NbGraderAPI``.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.grading import (
+    GRADING_MARKS,
     Graded,
     GradingChecks,
     Mutant,
@@ -17,13 +16,7 @@ from tests.grading import (
     submission_with,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    # nbgrader's own gradebook code warns about its session handling; not ours to fix
-    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
-    # ...and the test cells it puts back (add_missing_cells) have no cell id
-    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
-]
+pytestmark = GRADING_MARKS
 
 ASSIGNMENT = "02-timeouts"
 NOTEBOOK = "02-timeouts"

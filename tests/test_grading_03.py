@@ -8,21 +8,14 @@ generated and every submission autograded in this one process through ``NbGrader
 
 from __future__ import annotations
 
-import pytest
-
 from tests.grading import (
+    GRADING_MARKS,
     GradingChecks,
     Mutant,
     load_notebook,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    # nbgrader's own gradebook code warns about its session handling; not ours to fix
-    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
-    # ...and the test cells it puts back (add_missing_cells) have no cell id
-    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
-]
+pytestmark = GRADING_MARKS
 
 ASSIGNMENT = "03-retries"
 NOTEBOOK = "03-retries"

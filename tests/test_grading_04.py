@@ -7,21 +7,14 @@ each differs from a correct answer in exactly one behaviour.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.grading import (
+    GRADING_MARKS,
     GradingChecks,
     Mutant,
     load_notebook,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    # nbgrader's own gradebook code warns about its session handling; not ours to fix
-    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
-    # ...and the test cells it puts back (add_missing_cells) have no cell id
-    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
-]
+pytestmark = GRADING_MARKS
 
 ASSIGNMENT = "04-circuit-breakers"
 NOTEBOOK = "04-circuit-breakers"

@@ -7,19 +7,14 @@ that must apply), so they stay in step with the solution notebook.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.grading import (
+    GRADING_MARKS,
     GradingChecks,
     Mutant,
     load_notebook,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
-    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
-]
+pytestmark = GRADING_MARKS
 
 ASSIGNMENT = "05-bulkheads"
 NOTEBOOK = "05-bulkheads"

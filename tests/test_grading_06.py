@@ -9,20 +9,13 @@ services on 127.0.0.1 per check.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.grading import (
+    GRADING_MARKS,
     GradingChecks,
     Mutant,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    # nbgrader's own gradebook code warns about its session handling; not ours to fix
-    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
-    # ...and the test cells it puts back (add_missing_cells) have no cell id
-    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
-]
+pytestmark = GRADING_MARKS
 
 ASSIGNMENT = "06-tracing"
 NOTEBOOK = "06-tracing"

@@ -10,9 +10,8 @@ imported in place of an answer it loses only the provenance point.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.grading import (
+    GRADING_MARKS,
     Graded,
     GradingChecks,
     Mutant,
@@ -21,13 +20,7 @@ from tests.grading import (
     submission_with,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    # nbgrader's own gradebook code warns about its session handling; not ours to fix
-    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
-    # ...and the test cells it puts back (add_missing_cells) have no cell id
-    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
-]
+pytestmark = GRADING_MARKS
 
 ASSIGNMENT = "07-service-mesh"
 NOTEBOOK = "07-service-mesh"

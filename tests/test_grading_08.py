@@ -8,9 +8,8 @@ auto-graded cells only and the written answer is checked on its own.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.grading import (
+    GRADING_MARKS,
     Graded,
     GradingChecks,
     Mutant,
@@ -20,11 +19,7 @@ from tests.grading import (
     load_notebook,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
-    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
-]
+pytestmark = GRADING_MARKS
 
 ASSIGNMENT = "08-capstone"
 NOTEBOOK = "08-capstone"
