@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +87,8 @@ def main() -> int:
             config=str(ROOT / "autograder" / "nbgrader_config.py"), root=str(stock.root),
             db=stock.db_url, exchange=str(stock.root / "exchange")))
 
+        print(f"python {platform.python_version()}, nbgrader {version('nbgrader')}, "
+              f"nbclient {version('nbclient')}, ipykernel {version('ipykernel')}")
         print(f"{args.students} students x {len(assignments)} assignment(s) "
               f"({', '.join(assignments)}) = {notebooks} notebooks; {os.cpu_count()} cores")
         started = time.perf_counter()

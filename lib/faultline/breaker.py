@@ -78,6 +78,11 @@ TRANSITIONS: Mapping[tuple[State, State], str] = MappingProxyType({
 })
 
 
+# The states as plain names for the per-call paths: reading ``State.CLOSED`` goes through
+# the Enum class and costs as much as the rest of a closed-state ``acquire``.
+_CLOSED, _OPEN, _HALF_OPEN = State.CLOSED, State.OPEN, State.HALF_OPEN
+
+
 class InvalidTransitionError(RuntimeError):
     """A change of state that ``TRANSITIONS`` does not allow (a bug in the caller)."""
 
@@ -100,12 +105,29 @@ class Admit:
     trial: bool = False
 
 
-@dataclass(frozen=True)
 class Reject:
     """The call is refused; a trial will be admitted in ``retry_after`` seconds (0: unknown,
-    the trials in flight may free a place at any moment)."""
+    the trials in flight may free a place at any moment).
 
-    retry_after: float
+    A plain class with slots rather than a frozen dataclass: an open breaker makes one per
+    call, and this is three times cheaper to create.
+    """
+
+    __slots__ = ("retry_after",)
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Reject:
+            return NotImplemented
+        return self.retry_after == other.retry_after
+
+    def __hash__(self) -> int:
+        return hash((Reject, self.retry_after))
+
+    def __repr__(self) -> str:
+        return f"Reject(retry_after={self.retry_after!r})"
 
 
 def _int_at_least(name: str, value: object, low: int) -> int:
@@ -168,13 +190,15 @@ class BreakerMachine:
 
     def __init__(self, config: BreakerConfig | None = None) -> None:
         self.config = config if config is not None else BreakerConfig()
-        self._state = State.CLOSED
-        self._window: deque[bool] = deque(maxlen=self.config.window_size)  # True: a failure
+        self._state = _CLOSED
+        self._window_size = self.config.window_size
+        self._window: deque[bool] = deque(maxlen=self._window_size)  # True: a failure
         self._failures = 0  # failures in the window
         self._opened_at = 0.0
         self._trials = 0  # half-open trials admitted (and not given back)
         self._successes = 0  # half-open trials that succeeded
         self._ticket = 0  # changes with every transition
+        self._admit = Admit(0)  # the answer while closed, made once per ticket
         self._events: list[Transition] = []
 
     # -- reading
@@ -196,7 +220,7 @@ class BreakerMachine:
 
     def retry_after(self, now: float) -> float:
         """Seconds until a trial may be admitted: the rest of the open time, else 0."""
-        if self._state is State.OPEN:
+        if self._state is _OPEN:
             return max(0.0, self._opened_at + self.config.open_timeout - now)
         return 0.0
 
@@ -209,16 +233,19 @@ class BreakerMachine:
 
     def poll(self, now: float) -> State:
         """Apply the lazy change open → half-open if ``open_timeout`` has passed; the state."""
-        if self._state is State.OPEN and now - self._opened_at >= self.config.open_timeout:
-            self._transition(State.HALF_OPEN, now)
+        if self._state is _OPEN and now - self._opened_at >= self.config.open_timeout:
+            self._transition(_HALF_OPEN, now)
         return self._state
 
     def acquire(self, now: float) -> Admit | Reject:
         """May a call go ahead at ``now``? Half-open admits ``half_open_max_calls`` trials."""
+        state = self._state
+        if state is _CLOSED:  # the common case, and nothing to poll for
+            return self._admit
+        if state is _OPEN and now - self._opened_at < self.config.open_timeout:
+            return Reject(max(0.0, self._opened_at + self.config.open_timeout - now))  # still open
         state = self.poll(now)
-        if state is State.CLOSED:
-            return Admit(self._ticket)
-        if state is State.HALF_OPEN and self._trials < self.config.half_open_max_calls:
+        if state is _HALF_OPEN and self._trials < self.config.half_open_max_calls:
             self._trials += 1
             return Admit(self._ticket, trial=True)
         return Reject(self.retry_after(now))
@@ -228,25 +255,27 @@ class BreakerMachine:
         ``Admit`` of this call) belongs to a state the breaker has since left."""
         if ticket is not None and ticket != self._ticket:
             return
-        if self._state is State.CLOSED:
-            if len(self._window) == self._window.maxlen and self._window[0]:
+        if self._state is _CLOSED:
+            window = self._window
+            if len(window) == self._window_size and window[0]:
                 self._failures -= 1  # the oldest outcome slides out
-            self._window.append(failed)
+            window.append(failed)
             self._failures += failed
-            if (len(self._window) >= self.config.minimum_calls
-                    and self._failures / len(self._window) >= self.config.failure_rate_threshold):
-                self._transition(State.OPEN, now)
-        elif self._state is State.HALF_OPEN:
+            if (self._failures  # no failure in the window: the rate is 0, below any threshold
+                    and len(window) >= self.config.minimum_calls
+                    and self._failures / len(window) >= self.config.failure_rate_threshold):
+                self._transition(_OPEN, now)
+        elif self._state is _HALF_OPEN:
             if failed:
-                self._transition(State.OPEN, now)
+                self._transition(_OPEN, now)
             else:
                 self._successes += 1
                 if self._successes >= self.config.half_open_max_calls:
-                    self._transition(State.CLOSED, now)
+                    self._transition(_CLOSED, now)
 
     def release(self, admit: Admit) -> None:
         """A call admitted by ``admit`` ended without an outcome: give back its trial."""
-        if admit.trial and admit.ticket == self._ticket and self._state is State.HALF_OPEN:
+        if admit.trial and admit.ticket == self._ticket and self._state is _HALF_OPEN:
             self._trials -= 1
 
     # -- the one way to change state
@@ -259,6 +288,7 @@ class BreakerMachine:
             raise InvalidTransitionError(f"the breaker cannot go from {old} to {new}")
         self._state = new
         self._ticket += 1
+        self._admit = Admit(self._ticket)
         if new is State.OPEN:
             self._opened_at = at
         if new is State.HALF_OPEN:
@@ -296,6 +326,7 @@ class CircuitBreaker:
             raise TypeError(f"on_transition must be callable or None, got {on_transition!r}")
         self.config = BreakerConfig(failure_rate_threshold, window_size, minimum_calls,
                                     open_timeout, half_open_max_calls, slow_call_duration)
+        self._slow = self.config.slow_call_duration  # read on every call
         self._clock = clock
         self._on_transition = on_transition
         self._machine = BreakerMachine(self.config)
@@ -334,28 +365,33 @@ class CircuitBreaker:
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """``await fn(*args, **kwargs)`` if the breaker allows it, else ``CircuitOpenError``."""
+        machine = self._machine
         started = self._clock()
-        decision = self._machine.acquire(started)
-        self._emit()
+        decision = machine.acquire(started)
+        if machine._events:
+            self._emit()
         if isinstance(decision, Reject):
             raise CircuitOpenError(decision.retry_after)
         try:
             result = await fn(*args, **kwargs)
         except Exception:
-            self._machine.record(self._clock(), failed=True, ticket=decision.ticket)
+            machine.record(self._clock(), failed=True, ticket=decision.ticket)
             self._emit()
             raise
         except BaseException:  # cancelled (or interrupted): no outcome, give the trial back
-            self._machine.release(decision)
+            machine.release(decision)
             raise
         ended = self._clock()
-        slow = self.config.slow_call_duration
-        self._machine.record(ended, failed=slow is not None and ended - started >= slow,
-                             ticket=decision.ticket)
-        self._emit()
+        slow = self._slow
+        machine.record(ended, failed=slow is not None and ended - started >= slow,
+                       ticket=decision.ticket)
+        if machine._events:
+            self._emit()
         return result
 
     def _emit(self) -> None:
+        """Pass the machine's new transitions to ``on_transition`` (``call`` skips this
+        when there are none, as on almost every call)."""
         for event in self._machine.take_events():
             if self._on_transition is not None:
                 self._on_transition(event.old, event.new, event.at)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
@@ -71,10 +72,14 @@ class Client:
         """
         deadline = deadline if deadline is not None else current_deadline.get()
         request = Request(method.upper(), path, json, dict(headers or {}), target=target)
-        send: Send = self._network_send(target, raise_for_status, deadline)
         chain = self._wrappers.get(target) or self._wrappers.get("*", ())
-        for wrapper in reversed(chain):
-            send = _bind(wrapper, send)
+        if chain or self.interceptors:
+            send: Send = self._network_send(target, raise_for_status, deadline)
+            for wrapper in reversed(chain):
+                send = _bind(wrapper, send)
+        else:  # nothing wraps this call (the usual case): no closures to build
+            send = functools.partial(self._deliver, target=target,
+                                     raise_for_status=raise_for_status, deadline=deadline)
         if deadline is None:
             return await send(request)
         if deadline.expired:
@@ -95,24 +100,30 @@ class Client:
         on_the_wire: Send = attempt
         for interceptor in reversed(self.interceptors):
             on_the_wire = _bind(interceptor, on_the_wire)
+        return functools.partial(self._deliver, target=target, raise_for_status=raise_for_status,
+                                 deadline=deadline, on_the_wire=on_the_wire)
 
-        async def send(request: Request) -> Response:
-            if deadline is not None and request.header(DEADLINE_HEADER) is None:
-                if deadline.expired:  # a retry or a slow wrapper used the time up
-                    raise DeadlineExceeded(f"{target}: deadline passed before the call")
-                request = dataclasses.replace(
-                    request, headers={**request.headers, DEADLINE_HEADER: deadline.to_header()})
+    async def _deliver(self, request: Request, *, target: str, raise_for_status: bool,
+                       deadline: Deadline | None, on_the_wire: Send | None = None) -> Response:
+        """One attempt, innermost layer: add the deadline header, send it through the
+        interceptors (``on_the_wire``; ``None``: there are none), raise for a 5xx."""
+        if deadline is not None and request.header(DEADLINE_HEADER) is None:
+            if deadline.expired:  # a retry or a slow wrapper used the time up
+                raise DeadlineExceeded(f"{target}: deadline passed before the call")
+            request = dataclasses.replace(
+                request, headers={**request.headers, DEADLINE_HEADER: deadline.to_header()})
+        if on_the_wire is None:
+            response = await self._send_once(target, request)
+        else:
             response = await on_the_wire(request)
-            if raise_for_status and response.status >= 500:
-                error = UpstreamError(response.status, target,
-                                      str((response.json or {}).get("error", ""))
-                                      if isinstance(response.json, dict) else "")
-                error.path = response.path or (target,)  # type: ignore[attr-defined]
-                error.response = response  # type: ignore[attr-defined]
-                raise error
-            return response
-
-        return send
+        if raise_for_status and response.status >= 500:
+            error = UpstreamError(response.status, target,
+                                  str((response.json or {}).get("error", ""))
+                                  if isinstance(response.json, dict) else "")
+            error.path = response.path or (target,)  # type: ignore[attr-defined]
+            error.response = response  # type: ignore[attr-defined]
+            raise error
+        return response
 
     async def _send_once(self, target: str, request: Request) -> Response:
         self.sent[target] = self.sent.get(target, 0) + 1
@@ -131,6 +142,8 @@ class Client:
         response = await self.transport.send(target, request)
         if decision.bytes_per_second:
             await asyncio.sleep(len(response.body()) / decision.bytes_per_second)
+        if response.bytes_per_second is None:
+            return response
         return dataclasses.replace(response, bytes_per_second=None)
 
 

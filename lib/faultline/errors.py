@@ -19,8 +19,15 @@ class CircuitOpenError(Exception):
     """The circuit breaker refused the call; a trial is admitted in ``retry_after`` seconds."""
 
     def __init__(self, retry_after: float) -> None:
-        self.retry_after = max(0.0, float(retry_after))
-        super().__init__(f"circuit open: retry after {self.retry_after:.3f} s")
+        # An open breaker raises this on every call, so it does as little as it can: the
+        # message is formatted only when shown, and ``args`` (set by ``BaseException``
+        # from the call) already holds what pickling needs to rebuild the error.
+        if type(retry_after) is not float:
+            retry_after = float(retry_after)
+        self.retry_after = retry_after if retry_after > 0.0 else 0.0
+
+    def __str__(self) -> str:
+        return f"circuit open: retry after {self.retry_after:.3f} s"
 
 
 class BulkheadFullError(Exception):

@@ -13,7 +13,6 @@ worker, runs the handler (simulated work plus calls to dependencies through one
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import itertools
@@ -99,6 +98,20 @@ def error_response(exc: Exception) -> Response:
     else:
         status = 500
     return Response(status, {"error": f"{type(exc).__name__}: {exc}"})
+
+
+if tuple(f.name for f in dataclasses.fields(Response)) == (
+        "status", "json", "headers", "path", "bytes_per_second"):
+    def _with_path(response: Response, path: tuple[str, ...],
+                   bytes_per_second: float | None) -> Response:
+        """``dataclasses.replace(response, path=..., bytes_per_second=...)``, about twice
+        as fast (every hop of every request makes one)."""
+        return Response(response.status, response.json, response.headers, path,
+                        bytes_per_second)
+else:  # Response has changed: the general way
+    def _with_path(response: Response, path: tuple[str, ...],
+                   bytes_per_second: float | None) -> Response:
+        return dataclasses.replace(response, path=path, bytes_per_second=bytes_per_second)
 
 
 async def wait_forever() -> None:
@@ -202,10 +215,12 @@ class Service:
                 return Response(400, {"error": str(exc)}, path=(self.name,))
             if deadline.expired:
                 return self._deadline_exceeded("on arrival")
+        if self._pool is None:  # unbounded: a worker at once
+            return await self._with_worker(decision, request, deadline)
         self.waiting += 1
         queued = True
         try:
-            async with self._pool if self._pool is not None else contextlib.nullcontext():
+            async with self._pool:
                 self.waiting -= 1
                 queued = False
                 return await self._with_worker(decision, request, deadline)
@@ -232,8 +247,7 @@ class Service:
         finally:
             current_deadline.reset(token)
             self.busy -= 1
-        return dataclasses.replace(response, path=(self.name, *visited),
-                                   bytes_per_second=decision.bytes_per_second)
+        return _with_path(response, (self.name, *visited), decision.bytes_per_second)
 
     async def _work(self, decision: Decision, request: Request) -> tuple[Response, list[str]]:
         """What the service does with a worker: injected delay and failures, else the handler."""
