@@ -35,7 +35,7 @@ pytestmark = [
 A = "01-availability"
 FULL = 19.0
 SECRET = "faultline-env-secret-7f3a"
-LIMITS = Limits(cell_timeout=3.0, interrupt_grace=1.0, notebook_timeout=120.0,
+LIMITS = Limits(cell_timeout=3.0, interrupt_grace=1.0, notebook_timeout=120.0, canary_timeout=0.5,
                 memory_bytes=1 << 30, disk_bytes=32 << 20, file_bytes=8 << 20,
                 processes=64, output_bytes=32 << 10, notebook_output_bytes=256 << 10)
 
@@ -160,6 +160,18 @@ def _answer_to_grade_cell(nb: dict, ctx: dict) -> dict:
 
 
 CASES: dict[str, Case] = {
+    # A kernel slowed once past the tamper check's short limit (as on a busy machine) is
+    # checked again with the cell's limit and loses nothing; redefining check is flagged.
+    # (The pause hits the second tamper check, the one after the next test cell.)
+    "slow_kernel_once": Case(extra("serial_availability",
+                                   "import time\n_canaries = []\n_check = check\n\n"
+                                   "def check(*args, **kwargs):\n"
+                                   "    if kwargs.get('what') == 'canary':\n"
+                                   "        _canaries.append(1)\n"
+                                   "        if len(_canaries) == 2:\n"
+                                   "            time.sleep(0.8)\n"
+                                   "    return _check(*args, **kwargs)\n"),
+                             flagged=True, outcome="flagged"),
     "infinite_loop": Case(answer("serial_availability", "def serial_availability(avails):\n"
                                  + VALIDATE + "    while len(avails) > 1:\n        pass\n"
                                  "    return avails[0]\n"),

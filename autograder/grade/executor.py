@@ -219,7 +219,12 @@ class Executor:
         """Run the canary; a reason when the test environment no longer fails as it must."""
         code, token = _canary(self.rng, self.helpers)
         try:
-            result = self._execute(code, min(5.0, self.limits.cell_timeout), silent=True)
+            result = self._execute(code, min(self.limits.canary_timeout, self.limits.cell_timeout),
+                                   silent=True)
+            if result.status == TIMEOUT:
+                # A busy machine can slow a kernel past the short limit: only a canary that
+                # hangs again for a whole cell's time limit counts as tampering.
+                result = self._execute(code, self.limits.cell_timeout, silent=True)
         except _Dead as dead:
             return f"the kernel died during a tamper check ({dead})"
         errors = [o for o in result.outputs if o["output_type"] == "error"]

@@ -38,6 +38,7 @@ class Limits:
     cell_timeout: float = 30.0  # wall seconds for one cell before it is interrupted
     interrupt_grace: float = 3.0  # seconds an interrupted cell gets to stop before a kill
     notebook_timeout: float = 300.0  # wall seconds for the whole notebook
+    canary_timeout: float = 5.0  # a tamper check taking longer is run again with cell_timeout
     cpu_seconds: int = 120  # CPU time of one kernel (RLIMIT_CPU)
     memory_bytes: int = 2 << 30  # address space of one kernel (RLIMIT_AS)
     file_bytes: int = 16 << 20  # largest file a kernel may write (RLIMIT_FSIZE)
