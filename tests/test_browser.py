@@ -95,8 +95,10 @@ class Session:
         return self._lab
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def session() -> Iterator[Session]:
+    # Module scope, not session: Playwright's sync API keeps an asyncio loop running on
+    # this thread until it stops, which would break every async test run after this file.
     with contextlib.ExitStack() as stack:
         yield Session(stack)
 
