@@ -146,10 +146,15 @@ class TestGrading(GradingChecks):
         _, auto, max_score = self.entry(graded, "solution").grades[MANUAL_CELL]
         assert max_score == MANUAL_POINTS
         assert auto is None
-        db_url = f"sqlite:///{graded['solution'].notebook.parents[4] / 'gradebook.db'}"
-        with Gradebook(db_url) as gb:
+        def gradebook(student: str) -> Gradebook:
+            """The gradebook of the grading worker that graded ``student``."""
+            course = graded[student].notebook.parents[4]
+            return Gradebook(f"sqlite:///{course / 'gradebook.db'}")
+
+        with gradebook("solution") as gb:
             grade = gb.find_grade(MANUAL_CELL, NOTEBOOK, ASSIGNMENT, "solution")
             assert grade.needs_manual_grade
+        with gradebook("blank") as gb:
             blank = gb.find_grade(MANUAL_CELL, NOTEBOOK, ASSIGNMENT, "blank")
             assert blank.auto_score == 0
             assert not blank.needs_manual_grade

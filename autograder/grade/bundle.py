@@ -26,6 +26,7 @@ EXCLUDE = [
     "tests/grading.py", "tests/test_grading_*.py", "tests/test_hostile.py",
     "tests/test_grade_cli.py", "tests/test_nbgrader_pipeline.py",
     "tests/test_jupyterhub.py",  # moves solutions/01 through a hub
+    "tests/test_browser.py",  # validates solutions/01 in the browser
     "bench/autograde_speed.py",
     ".ci/*", ".nbgrader.log",
 ]
