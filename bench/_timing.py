@@ -8,6 +8,7 @@ on a busy machine better than the absolute figures do.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import platform
@@ -38,6 +39,14 @@ def versions(*dists: str) -> str:
         except PackageNotFoundError:
             found.append(f"{dist} (not installed)")
     return ", ".join(found)
+
+
+def timing_arguments(doc: str | None) -> argparse.Namespace:
+    """The command line every peer comparison takes: calls per round and rounds."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--number", type=int, default=20_000, help="calls per round")
+    parser.add_argument("--repeat", type=int, default=7, help="rounds; the best one counts")
+    return parser.parse_args()
 
 
 def machine() -> str:

@@ -19,7 +19,6 @@ call and ratios to circuitbreaker, the leanest peer. Not a test: it prints figur
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
 import time
@@ -29,7 +28,7 @@ import aiobreaker
 import circuitbreaker
 import purgatory
 import pybreaker
-from _timing import Case, machine, table, time_async, time_sync, versions
+from _timing import Case, machine, table, time_async, time_sync, timing_arguments, versions
 from purgatory.domain.model import OpenedState
 
 import faultline as fl
@@ -206,10 +205,7 @@ def sync_cases() -> tuple[list[Case], list[Case]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--number", type=int, default=20_000, help="calls per round")
-    parser.add_argument("--repeat", type=int, default=7, help="rounds; the best one counts")
-    args = parser.parse_args()
+    args = timing_arguments(__doc__)
     print(f"{machine()}; faultline {fl.__version__}, {versions(*PEERS)}")
     print(f"best of {args.repeat} rounds of {args.number} calls, rounds interleaved")
     if not TORNADO:

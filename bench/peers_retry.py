@@ -14,13 +14,12 @@ side in one process, timeit-style (best of ``--repeat`` interleaved rounds of
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
 import backoff
 import stamina
 import tenacity
-from _timing import Case, machine, table, time_async, versions
+from _timing import Case, machine, table, time_async, timing_arguments, versions
 
 import faultline as fl
 from faultline.retry import RetryPolicy
@@ -66,10 +65,7 @@ def cases() -> list[Case]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--number", type=int, default=20_000, help="calls per round")
-    parser.add_argument("--repeat", type=int, default=7, help="rounds; the best one counts")
-    args = parser.parse_args()
+    args = timing_arguments(__doc__)
     print(f"{machine()}; faultline {fl.__version__}, {versions(*PEERS)}")
     print(f"best of {args.repeat} rounds of {args.number} calls, rounds interleaved\n")
     success = cases()
