@@ -54,6 +54,32 @@ def load_notebook(folder: str, assignment: str, notebook: str) -> dict:
     return json.loads((ROOT / folder / assignment / f"{notebook}.ipynb").read_text())
 
 
+def answer_source(solution: dict, cell_id: str) -> str:
+    """The solution's answer cell, without the nbgrader markers: what a student would write."""
+    for cell in solution["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == cell_id:
+            lines = "".join(cell["source"]).splitlines()
+            return "\n".join(line for line in lines if "### BEGIN" not in line
+                             and "### END" not in line)
+    raise AssertionError(f"no answer cell {cell_id!r}")
+
+
+def edited(source: str, *edits: tuple[str, str]) -> str:
+    """``source`` with each (old, new) edit made; each ``old`` must occur exactly once."""
+    for old, new in edits:
+        assert source.count(old) == 1, f"the mutant's edit no longer applies: {old!r}"
+        source = source.replace(old, new)
+    return source
+
+
+def mutant_of(assignment: str, notebook: str, cell_id: str, *edits: tuple[str, str],
+              breaks: set[str]) -> Mutant:
+    """A mutant: the solution's answer cell ``cell_id`` with each (old, new) edit made, so
+    the mutant follows the solution when it changes."""
+    solution = load_notebook("solutions", assignment, notebook)
+    return cell_id, edited(answer_source(solution, cell_id), *edits), breaks
+
+
 def submission_with(base: dict, cell_id: str, source: str) -> dict:
     """A copy of ``base`` whose answer cell ``cell_id`` holds ``source``."""
     nb = json.loads(json.dumps(base))

@@ -11,6 +11,8 @@ from tests.grading import (
     GRADING_MARKS,
     GradingChecks,
     Mutant,
+    answer_source,
+    edited,
     load_notebook,
 )
 
@@ -35,23 +37,6 @@ GRADE_CELLS = {
     "answers_are_your_own": 1,
 }
 SCENARIO_CELLS = {"bulkheads_sizes", "bulkheads_keep_login_up", "bulkheads_keep_the_shop_working"}
-
-
-def answer_source(solution: dict, cell_id: str) -> str:
-    """The solution's answer cell, without the nbgrader markers: what a student would write."""
-    for cell in solution["cells"]:
-        if cell["metadata"].get("nbgrader", {}).get("grade_id") == cell_id:
-            lines = "".join(cell["source"]).splitlines()
-            return "\n".join(line for line in lines if "### BEGIN" not in line
-                             and "### END" not in line)
-    raise AssertionError(f"no answer cell {cell_id!r}")
-
-
-def edited(source: str, *edits: tuple[str, str]) -> str:
-    for old, new in edits:
-        assert source.count(old) == 1, f"the mutant's edit no longer applies: {old!r}"
-        source = source.replace(old, new)
-    return source
 
 
 TIMEOUT_LINE = "async with asyncio.timeout(limit):"

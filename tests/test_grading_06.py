@@ -9,10 +9,13 @@ services on 127.0.0.1 per check.
 
 from __future__ import annotations
 
+import functools
+
 from tests.grading import (
     GRADING_MARKS,
     GradingChecks,
     Mutant,
+    mutant_of,
 )
 
 pytestmark = GRADING_MARKS
@@ -42,6 +45,8 @@ GRADE_CELLS = {
 }
 
 # A mutant: (answer cell to replace, its new source, the grade cells it must fail).
+mutate = functools.partial(mutant_of, ASSIGNMENT, NOTEBOOK)
+
 MUTANTS: dict[str, Mutant] = {
     'parse_accepts_upper_case': ('parse_traceparent', r'''
 def parse_traceparent(text):
@@ -137,105 +142,20 @@ def parse_traceparent(text):
         return None
     return TraceContext(trace_id, span_id, flags != "00")
 ''', {'parse_sampled_flag'}),
-    'child_changes_trace_id': ('TraceContext', r'''
-class TraceContext:
-    """Identity of one span within its trace: trace id, span id, sampled flag."""
-
-    def __init__(self, trace_id, span_id, sampled):
-        for name, value, digits in (("trace_id", trace_id, 32), ("span_id", span_id, 16)):
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be a str, got {value!r}")
-            if not re.fullmatch(f"[0-9a-f]{{{digits}}}", value) or value == "0" * digits:
-                raise ValueError(f"{name} must be {digits} lower-case hex digits, not all "
-                                 f"zero, got {value!r}")
-        if not isinstance(sampled, bool):
-            raise TypeError(f"sampled must be a bool, got {sampled!r}")
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.sampled = sampled
-
-    def __eq__(self, other):
-        """Equal when trace_id, span_id and sampled are all equal."""
-        if not isinstance(other, TraceContext):
-            return NotImplemented
-        return ((self.trace_id, self.span_id, self.sampled)
-                == (other.trace_id, other.span_id, other.sampled))
-
-    def __hash__(self):
-        return hash((self.trace_id, self.span_id, self.sampled))
-
-    def __repr__(self):
-        return f"TraceContext({self.trace_id!r}, {self.span_id!r}, {self.sampled!r})"
-
-    @classmethod
-    def new_root(cls, rng, sampled=True):
-        """A new trace: random trace and span ids drawn from rng."""
-        trace_id = span_id = 0
-        while not trace_id:
-            trace_id = rng.getrandbits(128)
-        while not span_id:
-            span_id = rng.getrandbits(64)
-        return cls(f"{trace_id:032x}", f"{span_id:016x}", sampled)
-
-    def child(self, rng):
-        """The context of a span this one causes: same trace and sampled, new span id."""
-        while True:
+    'child_changes_trace_id': mutate(
+        'TraceContext', ("return TraceContext(self.trace_id, span_id, self.sampled)",
+                         "return TraceContext(f\"{rng.getrandbits(128):032x}\", span_id, "
+                         "self.sampled)"),
+        breaks={'middleware_continues_incoming_trace', 'middleware_keeps_one_trace',
+                'trace_context_child'}),
+    'child_reuses_span_id': mutate(
+        'TraceContext', ("""        while True:
             span_id = f"{rng.getrandbits(64):016x}"
             if span_id != "0" * 16 and span_id != self.span_id:
-                return TraceContext(f"{rng.getrandbits(128):032x}", span_id, self.sampled)
-
-    def to_traceparent(self):
-        """The traceparent header value, version 00."""
-        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
-''', {'middleware_continues_incoming_trace', 'middleware_keeps_one_trace', 'trace_context_child'}),
-    'child_reuses_span_id': ('TraceContext', r'''
-class TraceContext:
-    """Identity of one span within its trace: trace id, span id, sampled flag."""
-
-    def __init__(self, trace_id, span_id, sampled):
-        for name, value, digits in (("trace_id", trace_id, 32), ("span_id", span_id, 16)):
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be a str, got {value!r}")
-            if not re.fullmatch(f"[0-9a-f]{{{digits}}}", value) or value == "0" * digits:
-                raise ValueError(f"{name} must be {digits} lower-case hex digits, not all "
-                                 f"zero, got {value!r}")
-        if not isinstance(sampled, bool):
-            raise TypeError(f"sampled must be a bool, got {sampled!r}")
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.sampled = sampled
-
-    def __eq__(self, other):
-        """Equal when trace_id, span_id and sampled are all equal."""
-        if not isinstance(other, TraceContext):
-            return NotImplemented
-        return ((self.trace_id, self.span_id, self.sampled)
-                == (other.trace_id, other.span_id, other.sampled))
-
-    def __hash__(self):
-        return hash((self.trace_id, self.span_id, self.sampled))
-
-    def __repr__(self):
-        return f"TraceContext({self.trace_id!r}, {self.span_id!r}, {self.sampled!r})"
-
-    @classmethod
-    def new_root(cls, rng, sampled=True):
-        """A new trace: random trace and span ids drawn from rng."""
-        trace_id = span_id = 0
-        while not trace_id:
-            trace_id = rng.getrandbits(128)
-        while not span_id:
-            span_id = rng.getrandbits(64)
-        return cls(f"{trace_id:032x}", f"{span_id:016x}", sampled)
-
-    def child(self, rng):
-        """The context of a span this one causes: same trace and sampled, new span id."""
-        return TraceContext(self.trace_id, self.span_id, self.sampled)
-
-    def to_traceparent(self):
-        """The traceparent header value, version 00."""
-        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
-''', {'middleware_keeps_one_trace', 'trace_context_child'}),
+                return TraceContext(self.trace_id, span_id, self.sampled)""",
+                         "        return TraceContext(self.trace_id, self.span_id, "
+                         "self.sampled)"),
+        breaks={'middleware_keeps_one_trace', 'trace_context_child'}),
     'middleware_new_root_every_hop': ('tracing_middleware', r'''
 def tracing_middleware(service, collector):
     """An aiohttp middleware recording one server span per request, continuing the trace."""

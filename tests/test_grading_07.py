@@ -10,13 +10,15 @@ imported in place of an answer it loses only the provenance point.
 
 from __future__ import annotations
 
+import functools
+
 from tests.grading import (
     GRADING_MARKS,
     Graded,
     GradingChecks,
     Mutant,
     assert_full_marks,
-    load_notebook,
+    mutant_of,
     submission_with,
 )
 
@@ -43,20 +45,7 @@ GRADE_CELLS = {
 }
 
 
-def _solution_source(cell_id: str) -> str:
-    nb = load_notebook("solutions", ASSIGNMENT, NOTEBOOK)
-    [cell] = [c for c in nb["cells"]
-              if c["metadata"].get("nbgrader", {}).get("grade_id") == cell_id]
-    return "".join(cell["source"])
-
-
-def mutate(cell_id: str, *edits: tuple[str, str], breaks: set[str]) -> Mutant:
-    """The solution's answer cell ``cell_id`` with each (old, new) edit made exactly once."""
-    source = _solution_source(cell_id)
-    for old, new in edits:
-        assert source.count(old) == 1, f"{cell_id}: {old!r} is not in the solution once"
-        source = source.replace(old, new)
-    return cell_id, source, breaks
+mutate = functools.partial(mutant_of, ASSIGNMENT, NOTEBOOK)
 
 
 SIDECAR, SERVER, CLIENT = "make_sidecar", "server_ssl_context", "client_ssl_context"

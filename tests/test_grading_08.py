@@ -13,9 +13,11 @@ from tests.grading import (
     Graded,
     GradingChecks,
     Mutant,
+    answer_source,
     assert_full_marks,
     assert_loses_exactly,
     assert_zero,
+    edited,
     load_notebook,
 )
 
@@ -35,23 +37,6 @@ AUTO_CELLS = {
     "concept_q3": 1,
 }
 GRADE_CELLS = {**AUTO_CELLS, MANUAL_CELL: MANUAL_POINTS}
-
-
-def answer_source(solution: dict, cell_id: str) -> str:
-    """The solution's answer cell, without the nbgrader markers: what a student would write."""
-    for cell in solution["cells"]:
-        if cell["metadata"].get("nbgrader", {}).get("grade_id") == cell_id:
-            lines = "".join(cell["source"]).splitlines()
-            return "\n".join(line for line in lines if "### BEGIN" not in line
-                             and "### END" not in line)
-    raise AssertionError(f"no answer cell {cell_id!r}")
-
-
-def edited(source: str, *edits: tuple[str, str]) -> str:
-    for old, new in edits:
-        assert source.count(old) == 1, f"the mutant's edit no longer applies: {old!r}"
-        source = source.replace(old, new)
-    return source
 
 
 TIMEOUTS_ONLY = '''

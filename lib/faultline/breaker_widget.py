@@ -43,7 +43,7 @@ from faultline.viz import (
     _tidy,
     state_timeline,
 )
-from faultline.widgets import LiveStats, WindowStats, _chart_thread
+from faultline.widgets import LivePanel, LiveStats, WindowStats
 
 __all__ = ["FAULTS", "BreakerPanel", "charge_later"]
 
@@ -124,7 +124,7 @@ def _render(buckets: list[WindowStats], summary: WindowStats, transitions: list[
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class BreakerPanel:
+class BreakerPanel(LivePanel):
     """Break payments on the live shop and watch a circuit breaker trip and recover.
 
     Checkouts arrive at ``rate`` per second (Poisson); orders gives each payments call
@@ -211,8 +211,6 @@ class BreakerPanel:
             self.info, self.chart])
         self._show_controls()
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self.widget._repr_mimebundle_(**kwargs)
 
     def _show_controls(self) -> None:
         running, broken = self.running, self.break_toggle.value
@@ -258,10 +256,6 @@ class BreakerPanel:
             lines.append(self._message)
         self.info.value = "<br>".join(lines)
 
-    def _say(self, text: str, *, error: bool = False) -> None:
-        colour = "#D55E00" if error else "#555555"
-        self._message = f'<span style="color:{colour}">{html.escape(text)}</span>'
-        self._show_info()
 
     # -- the wiring: orders → payments through fallback, breaker and timeout
 
@@ -339,13 +333,6 @@ class BreakerPanel:
         self.run_toggle.value = True  # its observer calls start() again: a no-op now
         self._show_controls()
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        with contextlib.suppress(RuntimeError):
-            return asyncio.get_running_loop()
-        if self._loop is not None and self._loop.is_running():
-            return self._loop
-        raise RuntimeError("BreakerPanel needs a running asyncio loop: use it in a notebook "
-                           "(the kernel runs one), or call start() from a coroutine")
 
     def _stop_load(self) -> None:
         tasks = [*self._tasks, *self._requests]
@@ -366,9 +353,6 @@ class BreakerPanel:
             self._injected = False
         self.break_toggle.value = False
 
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self._say(f"background task failed: {task.exception()!r}", error=True)
 
     async def _drive(self) -> None:
         """Open-loop checkouts: new ones keep arriving however slow the old ones are."""
@@ -390,6 +374,8 @@ class BreakerPanel:
                                        timeout=self.user_timeout, route=ROUTE)
         self.stats.add(record)
 
+    _render = staticmethod(_render)
+
     def chart_data(self) -> tuple[Any, ...]:
         """What the chart shows now: buckets, window summary, transitions, initial state."""
         now = self._now()
@@ -401,22 +387,5 @@ class BreakerPanel:
         return (self.stats.buckets(now)[ROUTE], self.stats.window_stats(now)[ROUTE], moves,
                 initial, now, window)
 
-    def _show_chart(self, png_base64: str) -> None:
-        self.chart.outputs = ({
-            "output_type": "display_data",
-            "data": {"image/png": png_base64, "text/plain": "<BreakerPanel chart>"},
-            "metadata": {},
-        },)
 
-    def redraw(self) -> None:
-        """Redraw the chart and the status line now, on this thread."""
-        self._show_chart(_render(*self.chart_data()))
-        self._show_info()
 
-    async def _refresh_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            png = await loop.run_in_executor(_chart_thread(), _render, *self.chart_data())
-            self._show_chart(png)
-            self._show_info()
-            await asyncio.sleep(self.refresh)

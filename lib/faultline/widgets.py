@@ -21,7 +21,7 @@ import io
 import math
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,7 +298,71 @@ def _chart_thread() -> concurrent.futures.ThreadPoolExecutor:
 # --- the panel ------------------------------------------------------------------------------
 
 
-class FaultPanel:
+class LivePanel:
+    """What every live panel shares: showing itself, a status message, the asyncio loop it
+    runs on, and a chart redrawn on a worker thread so requests never wait on drawing.
+
+    A subclass sets ``widget``, ``chart``, ``_loop`` and ``_message``, and provides
+    ``chart_data()``, ``_show_info()`` and ``_render`` (chart data in, PNG base64 out).
+    """
+
+    widget: Any
+    chart: Any
+    refresh: float
+    _loop: asyncio.AbstractEventLoop | None
+    _message: str
+    _render: Callable[..., str]
+
+    def chart_data(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _show_info(self) -> None:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        colour = "#D55E00" if error else "#555555"
+        self._message = f'<span style="color:{colour}">{_text(text)}</span>'
+        self._show_info()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with contextlib.suppress(RuntimeError):
+            return asyncio.get_running_loop()
+        if self._loop is not None and self._loop.is_running():
+            return self._loop
+        raise RuntimeError(f"{type(self).__name__} needs a running asyncio loop: use it in a "
+                           "notebook (the kernel runs one), or call start() from a coroutine")
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._say(f"background task failed: {task.exception()!r}", error=True)
+
+    def _show_chart(self, png_base64: str) -> None:
+        # Replacing ``outputs`` works from background tasks, where ``with output:`` does not.
+        self.chart.outputs = ({
+            "output_type": "display_data",
+            "data": {"image/png": png_base64, "text/plain": f"<{type(self).__name__} chart>"},
+            "metadata": {},
+        },)
+
+    def redraw(self) -> None:
+        """Redraw the chart and the status line now, on this thread."""
+        self._show_chart(self._render(*self.chart_data()))
+        self._show_info()
+
+    async def _refresh_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Statistics on the loop; drawing on a worker thread, so requests never wait on it.
+            png = await loop.run_in_executor(_chart_thread(), self._render, *self.chart_data())
+            self._show_chart(png)
+            self._show_info()
+            await asyncio.sleep(self.refresh)
+
+
+class FaultPanel(LivePanel):
     """Inject faults into the live shop and watch each route's success rate and p99 react.
 
     Load runs as asyncio tasks on the loop that runs this notebook's cells (Poisson arrivals
@@ -374,8 +438,6 @@ class FaultPanel:
         self._show_toggle()
         self._show_info()
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self.widget._repr_mimebundle_(**kwargs)
 
     def _show_params(self) -> None:
         self.params = {p.name: _param_widget(p) for p in _KINDS[self.kind.value].params}
@@ -404,10 +466,6 @@ class FaultPanel:
             lines.append(self._message)
         self.info.value = "<br>".join(lines)
 
-    def _say(self, text: str, *, error: bool = False) -> None:
-        colour = "#D55E00" if error else "#555555"
-        self._message = f'<span style="color:{colour}">{_text(text)}</span>'
-        self._show_info()
 
     def _on_kind(self, _change: Any) -> None:
         self._message = ""
@@ -459,13 +517,6 @@ class FaultPanel:
     def running(self) -> bool:
         return any(not task.done() for task in self._tasks)
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        with contextlib.suppress(RuntimeError):
-            return asyncio.get_running_loop()
-        if self._loop is not None and self._loop.is_running():
-            return self._loop
-        raise RuntimeError("FaultPanel needs a running asyncio loop: use it in a notebook "
-                           "(the kernel runs one), or call start() from a coroutine")
 
     def start(self) -> None:
         """Start the background load and the chart on the running loop (no-op if running)."""
@@ -500,9 +551,6 @@ class FaultPanel:
         self._tasks.add(task)
         task.add_done_callback(self._on_task_done)
 
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self._say(f"background task failed: {task.exception()!r}", error=True)
 
     async def _drive(self, route: str, send: Any) -> None:
         """Open-loop arrivals for one route: new requests whatever the old ones are doing."""
@@ -531,29 +579,13 @@ class FaultPanel:
             return 0.0
         return loop.time() - self._origin
 
-    def _chart_data(self) -> tuple[Any, ...]:
+    _render = staticmethod(_render_chart)
+
+    def chart_data(self) -> tuple[Any, ...]:
+        """What the chart shows now: (buckets, window stats, now, window)."""
         now = self._now()
         self.stats.prune(now)
         return self.stats.buckets(now), self.stats.window_stats(now), now, self.stats.window
 
-    def _show_chart(self, png_base64: str) -> None:
-        # Replacing ``outputs`` works from background tasks, where ``with output:`` does not.
-        self.chart.outputs = ({
-            "output_type": "display_data",
-            "data": {"image/png": png_base64, "text/plain": "<FaultPanel chart>"},
-            "metadata": {},
-        },)
 
-    def redraw(self) -> None:
-        """Redraw the chart and the status line now, on this thread."""
-        self._show_chart(_render_chart(*self._chart_data()))
-        self._show_info()
 
-    async def _refresh_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            # Statistics on the loop; drawing on a worker thread, so requests never wait on it.
-            png = await loop.run_in_executor(_chart_thread(), _render_chart, *self._chart_data())
-            self._show_chart(png)
-            self._show_info()
-            await asyncio.sleep(self.refresh)
