@@ -48,258 +48,91 @@ GRADE_CELLS = {
 mutate = functools.partial(mutant_of, ASSIGNMENT, NOTEBOOK)
 
 MUTANTS: dict[str, Mutant] = {
-    'parse_accepts_upper_case': ('parse_traceparent', r'''
-def parse_traceparent(text):
-    """The TraceContext in a W3C traceparent header, or None if the header is invalid."""
-    if not isinstance(text, str):
-        return None
-    match = re.fullmatch(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?",
-                         text.strip(" \t"), flags=re.DOTALL | re.IGNORECASE)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == "ff" or (version == "00" and rest is not None):
-        return None
-    if trace_id == "0" * 32 or span_id == "0" * 16:
-        return None
-    return TraceContext(trace_id.lower(), span_id.lower(), bool(int(flags, 16) & 1))
-''', {'parse_invalid_format'}),
-    'parse_accepts_zero_ids': ('parse_traceparent', r'''
-def parse_traceparent(text):
-    """The TraceContext in a W3C traceparent header, or None if the header is invalid."""
-    if not isinstance(text, str):
-        return None
-    match = re.fullmatch(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?",
-                         text.strip(" \t"), flags=re.DOTALL)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == "ff" or (version == "00" and rest is not None):
-        return None
-    return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))
-''', {'parse_zero_ids'}),
-    'parse_accepts_version_ff': ('parse_traceparent', r'''
-def parse_traceparent(text):
-    """The TraceContext in a W3C traceparent header, or None if the header is invalid."""
-    if not isinstance(text, str):
-        return None
-    match = re.fullmatch(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?",
-                         text.strip(" \t"), flags=re.DOTALL)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if (version == "00" and rest is not None):
-        return None
-    if trace_id == "0" * 32 or span_id == "0" * 16:
-        return None
-    return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))
-''', {'parse_versions'}),
-    'parse_accepts_extra_fields_in_00': ('parse_traceparent', r'''
-def parse_traceparent(text):
-    """The TraceContext in a W3C traceparent header, or None if the header is invalid."""
-    if not isinstance(text, str):
-        return None
-    match = re.fullmatch(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?",
-                         text.strip(" \t"), flags=re.DOTALL)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == "ff":
-        return None
-    if trace_id == "0" * 32 or span_id == "0" * 16:
-        return None
-    return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))
-''', {'parse_versions'}),
-    'parse_rejects_future_extra_fields': ('parse_traceparent', r'''
-def parse_traceparent(text):
-    """The TraceContext in a W3C traceparent header, or None if the header is invalid."""
-    if not isinstance(text, str):
-        return None
-    match = re.fullmatch(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?",
-                         text.strip(" \t"), flags=re.DOTALL)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == "ff" or (rest is not None):
-        return None
-    if trace_id == "0" * 32 or span_id == "0" * 16:
-        return None
-    return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))
-''', {'parse_versions'}),
-    'sampled_from_whole_flags': ('parse_traceparent', r'''
-def parse_traceparent(text):
-    """The TraceContext in a W3C traceparent header, or None if the header is invalid."""
-    if not isinstance(text, str):
-        return None
-    match = re.fullmatch(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?",
-                         text.strip(" \t"), flags=re.DOTALL)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == "ff" or (version == "00" and rest is not None):
-        return None
-    if trace_id == "0" * 32 or span_id == "0" * 16:
-        return None
-    return TraceContext(trace_id, span_id, flags != "00")
-''', {'parse_sampled_flag'}),
+    'parse_accepts_upper_case': mutate(
+        'parse_traceparent',
+        ('                         text.strip(" \\t"), flags=re.DOTALL)',
+         '                         text.strip(" \\t"), flags=re.DOTALL | re.IGNORECASE)'),
+        ('    return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))',
+         '    return TraceContext(trace_id.lower(), span_id.lower(), bool(int(flags, 16) & 1))'),
+        breaks={'parse_invalid_format'}),
+    'parse_accepts_zero_ids': mutate(
+        'parse_traceparent',
+        ('        return None\n'
+         '    if trace_id == "0" * 32 or span_id == "0" * 16:\n'
+         '        return None',
+         '        return None'),
+        breaks={'parse_zero_ids'}),
+    'parse_accepts_version_ff': mutate(
+        'parse_traceparent',
+        ('    if version == "ff" or (version == "00" and rest is not None):',
+         '    if (version == "00" and rest is not None):'),
+        breaks={'parse_versions'}),
+    'parse_accepts_extra_fields_in_00': mutate(
+        'parse_traceparent',
+        ('    if version == "ff" or (version == "00" and rest is not None):',
+         '    if version == "ff":'),
+        breaks={'parse_versions'}),
+    'parse_rejects_future_extra_fields': mutate(
+        'parse_traceparent',
+        ('    if version == "ff" or (version == "00" and rest is not None):',
+         '    if version == "ff" or (rest is not None):'),
+        breaks={'parse_versions'}),
+    'sampled_from_whole_flags': mutate(
+        'parse_traceparent',
+        ('    return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))',
+         '    return TraceContext(trace_id, span_id, flags != "00")'),
+        breaks={'parse_sampled_flag'}),
     'child_changes_trace_id': mutate(
-        'TraceContext', ("return TraceContext(self.trace_id, span_id, self.sampled)",
-                         "return TraceContext(f\"{rng.getrandbits(128):032x}\", span_id, "
-                         "self.sampled)"),
+        'TraceContext',
+        ('                return TraceContext(self.trace_id, span_id, self.sampled)',
+         '                return TraceContext(f"{rng.getrandbits(128):032x}", span_id, '
+         'self.sampled)'),
         breaks={'middleware_continues_incoming_trace', 'middleware_keeps_one_trace',
                 'trace_context_child'}),
     'child_reuses_span_id': mutate(
-        'TraceContext', ("""        while True:
-            span_id = f"{rng.getrandbits(64):016x}"
-            if span_id != "0" * 16 and span_id != self.span_id:
-                return TraceContext(self.trace_id, span_id, self.sampled)""",
-                         "        return TraceContext(self.trace_id, self.span_id, "
-                         "self.sampled)"),
+        'TraceContext',
+        ('        while True:\n'
+         '            span_id = f"{rng.getrandbits(64):016x}"\n'
+         '            if span_id != "0" * 16 and span_id != self.span_id:\n'
+         '                return TraceContext(self.trace_id, span_id, self.sampled)',
+         '        return TraceContext(self.trace_id, self.span_id, self.sampled)'),
         breaks={'middleware_keeps_one_trace', 'trace_context_child'}),
-    'middleware_new_root_every_hop': ('tracing_middleware', r'''
-def tracing_middleware(service, collector):
-    """An aiohttp middleware recording one server span per request, continuing the trace."""
-    rng = random.Random()
-
-    @web.middleware
-    async def middleware(request, handler):
-        incoming = parse_traceparent(request.headers.get("traceparent"))
-        if True:
-            ctx, parent_id = TraceContext.new_root(rng), None
-        else:
-            ctx, parent_id = incoming.child(rng), incoming.span_id
-        loop = asyncio.get_running_loop()
-        token = current_trace.set(ctx)
-        start = loop.time()
-        try:
-            return await handler(request)
-        finally:
-            current_trace.reset(token)
-            collector.record(Span(ctx.trace_id, ctx.span_id, parent_id, service,
-                                  f"{request.method} {request.path}", start, loop.time()))
-
-    return middleware
-''', {'middleware_continues_incoming_trace', 'middleware_keeps_one_trace',
-     'middleware_links_parents'}),
-    'middleware_current_is_the_incoming_context': ('tracing_middleware', r'''
-def tracing_middleware(service, collector):
-    """An aiohttp middleware recording one server span per request, continuing the trace."""
-    rng = random.Random()
-
-    @web.middleware
-    async def middleware(request, handler):
-        incoming = parse_traceparent(request.headers.get("traceparent"))
-        if incoming is None:
-            ctx, parent_id = TraceContext.new_root(rng), None
-        else:
-            ctx, parent_id = incoming.child(rng), incoming.span_id
-        loop = asyncio.get_running_loop()
-        token = current_trace.set(incoming or ctx)
-        start = loop.time()
-        try:
-            return await handler(request)
-        finally:
-            current_trace.reset(token)
-            collector.record(Span(ctx.trace_id, ctx.span_id, parent_id, service,
-                                  f"{request.method} {request.path}", start, loop.time()))
-
-    return middleware
-''', {'middleware_links_parents'}),
-    'bottleneck_by_total_duration': ('bottleneck', r'''
-def bottleneck(spans):
-    """The service with the largest self time in one trace; ties go to the first name."""
-    spans = list(spans)
-    if not spans:
-        raise ValueError("spans must not be empty")
-    children = {}
-    for span in spans:
-        children.setdefault(span.parent_id, []).append(span)
-    totals = {}
-    for span in spans:
-        clipped = sorted((max(c.start, span.start), min(c.end, span.end))
-                         for c in children.get(span.span_id, []))
-        covered, reach = 0, span.start
-        for start, end in clipped:
-            start = max(start, reach)
-            if end > start:
-                covered += end - start
-                reach = end
-        own = span.end - span.start
-        totals[span.service] = totals.get(span.service, 0) + own
-    return min(totals, key=lambda service: (-totals[service], service))
-''', {'bottleneck_local_vs_downstream', 'bottleneck_sums_per_service'}),
-    'bottleneck_sums_overlapping_children': ('bottleneck', r'''
-def bottleneck(spans):
-    """The service with the largest self time in one trace; ties go to the first name."""
-    spans = list(spans)
-    if not spans:
-        raise ValueError("spans must not be empty")
-    children = {}
-    for span in spans:
-        children.setdefault(span.parent_id, []).append(span)
-    totals = {}
-    for span in spans:
-        clipped = sorted((max(c.start, span.start), min(c.end, span.end))
-                         for c in children.get(span.span_id, []))
-        covered, reach = 0, span.start
-        for start, end in clipped:
-            if end > start:
-                covered += end - start
-        own = (span.end - span.start) - covered
-        totals[span.service] = totals.get(span.service, 0) + own
-    return min(totals, key=lambda service: (-totals[service], service))
-''', {'bottleneck_overlapping_children'}),
-    'bottleneck_ties_to_last_name': ('bottleneck', r'''
-def bottleneck(spans):
-    """The service with the largest self time in one trace; ties go to the first name."""
-    spans = list(spans)
-    if not spans:
-        raise ValueError("spans must not be empty")
-    children = {}
-    for span in spans:
-        children.setdefault(span.parent_id, []).append(span)
-    totals = {}
-    for span in spans:
-        clipped = sorted((max(c.start, span.start), min(c.end, span.end))
-                         for c in children.get(span.span_id, []))
-        covered, reach = 0, span.start
-        for start, end in clipped:
-            start = max(start, reach)
-            if end > start:
-                covered += end - start
-                reach = end
-        own = (span.end - span.start) - covered
-        totals[span.service] = totals.get(span.service, 0) + own
-    return max(totals, key=lambda service: (totals[service], service))
-''', {'bottleneck_ties'}),
-    'bottleneck_ties_to_first_seen': ('bottleneck', r'''
-def bottleneck(spans):
-    """The service with the largest self time in one trace; ties go to the first name."""
-    spans = list(spans)
-    if not spans:
-        raise ValueError("spans must not be empty")
-    children = {}
-    for span in spans:
-        children.setdefault(span.parent_id, []).append(span)
-    totals = {}
-    for span in spans:
-        clipped = sorted((max(c.start, span.start), min(c.end, span.end))
-                         for c in children.get(span.span_id, []))
-        covered, reach = 0, span.start
-        for start, end in clipped:
-            start = max(start, reach)
-            if end > start:
-                covered += end - start
-                reach = end
-        own = (span.end - span.start) - covered
-        totals[span.service] = totals.get(span.service, 0) + own
-    return max(totals, key=totals.get)
-''', {'bottleneck_ties'}),
-    'reference_imported': ('TraceContext', r'''
-from faultline.tracing import TraceContext
-''', {'answers_are_your_own'}),
+    'middleware_new_root_every_hop': mutate(
+        'tracing_middleware',
+        ('        if incoming is None:',
+         '        if True:'),
+        breaks={'middleware_continues_incoming_trace', 'middleware_links_parents',
+                'middleware_keeps_one_trace'}),
+    'middleware_current_is_the_incoming_context': mutate(
+        'tracing_middleware',
+        ('        token = current_trace.set(ctx)',
+         '        token = current_trace.set(incoming or ctx)'),
+        breaks={'middleware_links_parents'}),
+    'bottleneck_by_total_duration': mutate(
+        'bottleneck',
+        ('        own = (span.end - span.start) - covered',
+         '        own = span.end - span.start'),
+        breaks={'bottleneck_sums_per_service', 'bottleneck_local_vs_downstream'}),
+    'bottleneck_sums_overlapping_children': mutate(
+        'bottleneck',
+        ('        for start, end in clipped:\n            start = max(start, reach)',
+         '        for start, end in clipped:'),
+        ('                covered += end - start\n                reach = end',
+         '                covered += end - start'),
+        breaks={'bottleneck_overlapping_children'}),
+    'bottleneck_ties_to_last_name': mutate(
+        'bottleneck',
+        ('    return min(totals, key=lambda service: (-totals[service], service))',
+         '    return max(totals, key=lambda service: (totals[service], service))'),
+        breaks={'bottleneck_ties'}),
+    'bottleneck_ties_to_first_seen': mutate(
+        'bottleneck',
+        ('    return min(totals, key=lambda service: (-totals[service], service))',
+         '    return max(totals, key=totals.get)'),
+        breaks={'bottleneck_ties'}),
+    'reference_imported': ('TraceContext', 'from faultline.tracing import TraceContext',
+                           {'answers_are_your_own'}),
 }
-
 
 class TestGrading(GradingChecks):
     ASSIGNMENT = ASSIGNMENT
